@@ -80,7 +80,7 @@ def add_condseg_config(cfg: CN) -> None:
     # Extra COCO-format datasets, registered at start-up: a list of
     # [name, json_file, image_root], e.g. [["mine_train", "a/train.json", "a/images"]].
     # Then use the names in DATASETS.TRAIN / DATASETS.TEST.
-    _C.DATASETS.COCO = []
+    _C.DATASETS.COCO = []  # extra COCO-format datasets: [[name, json_file, image_root], ...]
     # The built-in generated dataset (condseg_shapes_train / condseg_shapes_val).
     _C.DATASETS.SHAPES = CN()
     _C.DATASETS.SHAPES.NUM_TRAIN = 3000  # training images

@@ -1,0 +1,84 @@
+"""Training loop: detectron2's DefaultTrainer with condseg's data, evaluation and DDP set-up."""
+import logging
+import os
+import weakref
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from condseg.data import CondsegDatasetMapper
+
+__all__ = ["Trainer", "has_compiled_detectron2_ops", "wrap_ddp"]
+
+
+def has_compiled_detectron2_ops() -> bool:
+    """Whether ``detectron2._C`` loads (it does not for the pure-Python install)."""
+    try:
+        from detectron2 import _C  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """DistributedDataParallel when there are several processes: bound to this process's
+    GPU on CUDA, device-less on CPU (gloo). Identity for a single process."""
+    if comm.get_world_size() == 1:
+        return model
+    device = next(model.parameters()).device
+    kwargs = {"broadcast_buffers": False}
+    if device.type == "cuda":
+        kwargs["device_ids"] = [comm.get_local_rank()]
+    return DistributedDataParallel(model, **kwargs)
+
+
+class Trainer(DefaultTrainer):
+    """detectron2's default training recipe (SGD, warm-up multi-step LR, periodic
+    checkpoints, ``TEST.EVAL_PERIOD`` evaluation and a final one, metrics.json and
+    TensorBoard events in ``OUTPUT_DIR``) with condseg's mapper and a COCO evaluator that
+    never needs detectron2's compiled ops."""
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = wrap_ddp(model)
+        amp = cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE.startswith("cuda")
+        self._trainer = (AMPTrainer if amp else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=CondsegDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=CondsegDatasetMapper(cfg, is_train=False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+        return COCOEvaluator(
+            dataset_name,
+            tasks=tasks,
+            output_dir=output_folder,
+            use_fast_impl=has_compiled_detectron2_ops(),
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        )

@@ -1,0 +1,168 @@
+"""FCOS targets, losses and inference reproduce the reference fixtures (fixtures/condinst)."""
+import torch
+
+from condseg.layers import compute_locations
+from condseg.modeling.fcos.losses import fcos_losses, flatten_level_major
+from condseg.modeling.fcos.postprocess import fcos_inference
+from condseg.modeling.fcos.targets import centerness_targets, fcos_size_ranges, fcos_targets, mask_centroids
+
+LEVELS = ("p3", "p4", "p5", "p6", "p7")
+
+
+def test_compute_locations_matches_fixture(fixture):
+    d = fixture("condinst", "compute_locations.pt")
+    for k, (h, w, s) in enumerate(d["cases"]):
+        assert torch.equal(compute_locations(h, w, s), d[f"case{k}_locations"]), (h, w, s)
+
+
+def _targets(d, use_masks):
+    locations = [d[f"locations_{p}"] for p in LEVELS]
+    for loc, (h, w), s in zip(locations, d["feature_sizes"], d["strides"]):
+        assert torch.equal(loc, compute_locations(h, w, s))
+    ranges = fcos_size_ranges([64, 128, 256, 512], 5)
+    assert ranges == d["size_ranges"]
+    boxes = [d["img0_gt_boxes"], d["img1_gt_boxes"]]
+    centers = None
+    if use_masks:
+        centers = [mask_centroids(d[f"img{i}_gt_bitmasks_full"], boxes[i]) for i in range(2)]
+    return fcos_targets(
+        locations, d["strides"], ranges, boxes, [d["img0_gt_classes"], d["img1_gt_classes"]],
+        num_classes=80, center_sample=True, radius=1.5, gt_centers=centers,
+    )
+
+
+def test_mask_centroids_match_fixture(fixture):
+    d = fixture("condinst", "fcos_targets.pt")
+    for i in range(2):
+        c = mask_centroids(d[f"img{i}_gt_bitmasks_full"])
+        torch.testing.assert_close(c[:, 0], d[f"img{i}_mask_centroid_x"], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(c[:, 1], d[f"img{i}_mask_centroid_y"], atol=1e-6, rtol=1e-6)
+
+
+def test_mask_centroid_of_empty_mask_falls_back_to_box_centre():
+    masks = torch.zeros(2, 10, 12, dtype=torch.bool)
+    masks[1, 2:4, 6:8] = True
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 6.0], [6.0, 2.0, 8.0, 4.0]])
+    c = mask_centroids(masks, boxes)
+    assert c.tolist() == [[2.0, 3.0], [6.5, 2.5]]
+
+
+def test_fcos_targets_mask_centroid_mode_matches_fixture(fixture):
+    d = fixture("condinst", "fcos_targets.pt")
+    t = _targets(d, use_masks=True)
+    assert torch.equal(t["labels"], d["flat_labels"])
+    assert torch.equal(t["target_inds"], d["flat_target_inds"])
+    assert torch.equal(t["im_inds"], d["flat_im_inds"])
+    assert torch.equal(t["fpn_levels"], d["flat_fpn_levels"])
+    assert torch.equal(t["locations"], d["flat_locations"])
+    torch.testing.assert_close(t["reg_targets"], d["flat_reg_targets"], atol=1e-6, rtol=0)
+    pos = torch.nonzero(t["labels"] != 80).squeeze(1)
+    assert torch.equal(pos, d["flat_pos_inds"])
+    torch.testing.assert_close(
+        centerness_targets(t["reg_targets"][pos]), d["flat_ctrness_targets_pos"], atol=1e-6, rtol=1e-6
+    )
+
+
+def test_fcos_targets_box_centre_mode_matches_fixture(fixture):
+    d = fixture("condinst", "fcos_targets.pt")
+    t = _targets(d, use_masks=False)
+    assert torch.equal(t["labels"], d["boxcentre_flat_labels"])
+    assert torch.equal(t["target_inds"], d["boxcentre_flat_target_inds"])
+    torch.testing.assert_close(t["reg_targets"], d["boxcentre_flat_reg_targets"], atol=1e-6, rtol=0)
+    pos = torch.nonzero(t["labels"] != 80).squeeze(1)
+    assert torch.equal(pos, d["boxcentre_flat_pos_inds"])
+    torch.testing.assert_close(
+        centerness_targets(t["reg_targets"][pos]), d["boxcentre_flat_ctrness_targets_pos"], atol=1e-6, rtol=1e-6
+    )
+
+
+def test_fcos_targets_image_without_gt_is_all_background():
+    locations = [compute_locations(4, 4, 8), compute_locations(2, 2, 16)]
+    t = fcos_targets(
+        locations, [8, 16], fcos_size_ranges([64], 2),
+        [torch.zeros(0, 4), torch.tensor([[0.0, 0.0, 30.0, 30.0]])],
+        [torch.zeros(0, dtype=torch.int64), torch.tensor([3])], num_classes=5,
+    )
+    img0 = t["im_inds"] == 0
+    assert (t["labels"][img0] == 5).all() and (t["target_inds"][img0] == -1).all()
+    assert (t["reg_targets"][img0] == 0).all()
+    assert (t["labels"][~img0] == 3).any() and (t["target_inds"][~img0] == 0).all()
+
+
+def test_fcos_losses_match_fixture(fixture):
+    d = fixture("condinst", "fcos_losses.pt")
+    t = _targets(fixture("condinst", "fcos_targets.pt"), use_masks=True)
+    logits = flatten_level_major([d[f"logits_pred_{p}"] for p in LEVELS])
+    reg = flatten_level_major([d[f"reg_pred_{p}"] for p in LEVELS])
+    ctr = flatten_level_major([d[f"ctrness_pred_{p}"] for p in LEVELS]).squeeze(1)
+    out = fcos_losses(logits, reg, ctr, t["labels"], t["reg_targets"], num_classes=80)
+    ex = out["extras"]
+    assert torch.equal(ex["pos_inds"], d["pos_inds"])
+    torch.testing.assert_close(reg[ex["pos_inds"]], d["reg_pred_pos"])
+    assert torch.equal(t["target_inds"][ex["pos_inds"]], d["gt_inds_pos"])
+    assert torch.equal(t["fpn_levels"][ex["pos_inds"]], d["fpn_levels_pos"])
+    assert torch.equal(t["im_inds"][ex["pos_inds"]], d["im_inds_pos"])
+    torch.testing.assert_close(ex["ctrness_targets"], d["ctrness_targets_pos"], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(ex["ious"], d["ious_pos"], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(ex["gious"], d["gious_pos"], atol=1e-6, rtol=1e-6)
+    assert ex["num_pos_avg"].item() == d["num_pos_avg"]
+    torch.testing.assert_close(ex["loss_denorm"], torch.tensor(d["loss_denorm"]), rtol=1e-5, atol=0)
+    for k in ("loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"):
+        torch.testing.assert_close(out[k], d[k], rtol=1e-5, atol=0, msg=k)
+
+
+def test_fcos_losses_without_positives_are_zero_and_connected():
+    logits = torch.randn(10, 3, requires_grad=True)
+    reg = torch.rand(10, 4, requires_grad=True)
+    ctr = torch.randn(10, requires_grad=True)
+    out = fcos_losses(logits, reg, ctr, torch.full((10,), 3), torch.zeros(10, 4), num_classes=3)
+    total = out["loss_fcos_cls"] + out["loss_fcos_loc"] + out["loss_fcos_ctr"]
+    total.backward()
+    assert out["loss_fcos_loc"].item() == 0 and out["loss_fcos_ctr"].item() == 0
+    assert reg.grad is not None and ctr.grad is not None and torch.isfinite(logits.grad).all()
+
+
+def test_fcos_inference_matches_fixture(fixture):
+    d = fixture("condinst", "inference_heads.pt")
+    locations = [compute_locations(h, w, s) for (h, w), s in zip(d["feature_sizes"], d["strides"])]
+    dets = fcos_inference(
+        locations,
+        [d[f"logits_pred_{p}"] for p in LEVELS],
+        [d[f"reg_pred_{p}"] for p in LEVELS],
+        [d[f"ctrness_pred_{p}"] for p in LEVELS],
+        d["strides"], d["pre_nms_thresh"], d["pre_nms_topk"], d["nms_thresh"], d["post_nms_topk"],
+        d["thresh_with_ctr"], extras=[d[f"top_feats_{p}"] for p in LEVELS],
+    )
+    boxes = torch.cat([x["boxes"] for x in dets])
+    torch.testing.assert_close(boxes, d["det_boxes"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.cat([x["scores"] for x in dets]), d["det_scores"], atol=1e-6, rtol=0)
+    assert torch.equal(torch.cat([x["classes"] for x in dets]), d["det_classes"])
+    assert torch.equal(torch.cat([x["fpn_levels"] for x in dets]), d["det_fpn_levels"])
+    assert torch.equal(torch.cat([x["loc_inds"] for x in dets]), d["det_loc_index_in_level"])
+    torch.testing.assert_close(torch.cat([x["locations"] for x in dets]), d["det_locations"])
+    assert [x["scores"].numel() for x in dets] == [
+        (d["det_im_inds"] == i).sum().item() for i in range(2)
+    ]
+    # the controller vector travels with its detection
+    for x, i in zip(dets, range(2)):
+        for lvl, idx, vec in zip(x["fpn_levels"], x["loc_inds"], x["extra"]):
+            assert torch.equal(vec, d[f"top_feats_{LEVELS[lvl]}"][i].reshape(169, -1)[:, idx])
+
+
+def test_detector_postprocess_matches_fixture_final_boxes(fixture):
+    """Scaling to the output size, clipping and dropping empty boxes as the reference."""
+    from detectron2.modeling.postprocessing import detector_postprocess
+    from detectron2.structures import Boxes, Instances
+
+    d = fixture("condinst", "inference_heads.pt")
+    for i in range(2):
+        sel = d["det_im_inds"] == i
+        inst = Instances(tuple(d["image_sizes"][i]))
+        inst.pred_boxes = Boxes(d["det_boxes"][sel].clone())
+        inst.scores = d["det_scores"][sel]
+        inst.pred_classes = d["det_classes"][sel]
+        out = detector_postprocess(inst, *d["output_sizes"][i])
+        assert len(out) == d[f"img{i}_num_final"]
+        torch.testing.assert_close(out.pred_boxes.tensor, d[f"img{i}_final_boxes"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(out.scores, d[f"img{i}_final_scores"], atol=1e-6, rtol=0)
+        assert torch.equal(out.pred_classes, d[f"img{i}_final_classes"])

@@ -1,0 +1,73 @@
+"""condseg's config keys: published defaults, comments, detectron2's override rules."""
+import os
+import re
+
+import pytest
+
+from condseg.config import get_condseg_cfg
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def _get(cfg, dotted):
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+@pytest.mark.parametrize("group", ["MODEL.FCOS.", "MODEL.CONDINST."])
+def test_defaults_equal_published_defaults(fixture, group):
+    """Every key of the group defaults to the reference's defaults.py value (the
+    fixture's effective value, unless a yaml of the reference overrode it)."""
+    ref = fixture("condinst", "config_defaults.json")
+    cfg = get_condseg_cfg()
+    overridden = ref["overridden_by"]
+    checked = 0
+    for key, value in ref["values"].items():
+        if not key.startswith(group) or key in overridden:
+            continue
+        assert _norm(_get(cfg, key)) == value, key
+        checked += 1
+    assert checked >= 10
+
+
+def test_keys_overridden_by_base_yaml_keep_defaults_py_values(fixture):
+    # Base-CondInst.yaml turns these on; the defaults stay as defaults.py has them.
+    cfg = get_condseg_cfg()
+    assert cfg.MODEL.FCOS.THRESH_WITH_CTR is False
+    assert cfg.MODEL.CONDINST.MAX_PROPOSALS == -1
+
+
+def test_every_new_key_has_a_comment():
+    src = open(os.path.join(ROOT, "condseg", "config.py")).read()
+    for line in src.splitlines():
+        if re.match(r"\s*_C\.[A-Z_.]+ = (?!CN\(\))", line):
+            assert "#" in line, f"config key without a comment: {line.strip()}"
+
+
+def test_unknown_key_fails_with_detectron2_error(tmp_path):
+    cfg = get_condseg_cfg()
+    with pytest.raises((KeyError, AssertionError), match="MODEL.FCOS.NOT_A_KEY"):  # yacs: "Non-existent key"
+        cfg.merge_from_list(["MODEL.FCOS.NOT_A_KEY", "1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f'_BASE_: "{os.path.abspath(os.path.join(ROOT, "configs", "Base-FCOS.yaml"))}"\nMODEL:\n  FCOS:\n    NUM_CLASES: 3\n')
+    with pytest.raises(KeyError, match="NUM_CLASES"):
+        get_condseg_cfg().merge_from_file(str(bad))
+
+
+def test_base_inheritance_and_overrides():
+    cfg = get_condseg_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs", "quickstart", "fcos_R18_shapes.yaml"))
+    assert cfg.MODEL.META_ARCHITECTURE == "FCOSDetector"  # from _BASE_
+    assert cfg.MODEL.RESNETS.DEPTH == 18  # from the file itself
+    cfg.merge_from_list(["MODEL.FCOS.NMS_TH", "0.5"])
+    assert cfg.MODEL.FCOS.NMS_TH == 0.5
+
+
+@pytest.mark.parametrize("name", ["Base-FCOS.yaml", "fcos_R50_1x.yaml", "quickstart/fcos_R18_shapes.yaml"])
+def test_shipped_configs_load(name):
+    get_condseg_cfg().merge_from_file(os.path.join(ROOT, "configs", name))
