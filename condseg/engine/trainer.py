@@ -5,7 +5,7 @@ import weakref
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
@@ -35,7 +35,21 @@ def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
     kwargs = {"broadcast_buffers": False}
     if device.type == "cuda":
         kwargs["device_ids"] = [comm.get_local_rank()]
+    logging.getLogger(__name__).info(
+        "Model wrapped in DistributedDataParallel: world size %d, backend %s, device %s",
+        comm.get_world_size(), torch.distributed.get_backend(), device,
+    )
     return DistributedDataParallel(model, **kwargs)
+
+
+def _all_annotations_have_masks(dataset_name: str) -> bool:
+    """False (with a warning) when some GT of the dataset is box-only: segm AP is undefined."""
+    if all("segmentation" in a for d in DatasetCatalog.get(dataset_name) for a in d.get("annotations", [])):
+        return True
+    logging.getLogger(__name__).warning(
+        "%s has box-only annotations (no segmentation): evaluating boxes only", dataset_name
+    )
+    return False
 
 
 class Trainer(DefaultTrainer):
@@ -74,7 +88,7 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON and _all_annotations_have_masks(dataset_name) else ("bbox",)
         return COCOEvaluator(
             dataset_name,
             tasks=tasks,
