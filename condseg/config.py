@@ -76,6 +76,9 @@ def add_condseg_config(cfg: CN) -> None:
     _C.MODEL.CONDINST.MASK_BRANCH.NUM_CONVS = 4  # 3x3 convs after the fusion
     _C.MODEL.CONDINST.MASK_BRANCH.SEMANTIC_LOSS_ON = False  # auxiliary semantic-segmentation loss
 
+    # ------------------------------------------------------------- solver
+    _C.SOLVER.OPTIMIZER = "SGD"  # "SGD" (detectron2's, with SOLVER.MOMENTUM) or "ADAMW"
+
     # --------------------------------------------------------------- data
     # Extra COCO-format datasets, registered at start-up: a list of
     # [name, json_file, image_root], e.g. [["mine_train", "a/train.json", "a/images"]].

@@ -36,7 +36,26 @@ def main(args):
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    trainer.train()
+    # detectron2's trainer keeps the results of its last evaluation (the final one) here
+    results = getattr(trainer, "_last_eval_results", None)
+    if comm.is_main_process():
+        print_summary(cfg, results)
+    return results
+
+
+def print_summary(cfg, results):
+    """One line per evaluated dataset and task with the headline numbers, then where
+    the outputs are, so the end of a long log says what happened."""
+    logger = logging.getLogger("condseg")
+    for dataset, tasks in (results or {}).items():
+        if not isinstance(tasks, dict) or not all(isinstance(v, dict) for v in tasks.values()):
+            tasks = {dataset: tasks}
+            dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else ""
+        for task, metrics in tasks.items():
+            if isinstance(metrics, dict) and "AP" in metrics:
+                logger.info("%s %s: AP %.2f  AP50 %.2f  AP75 %.2f", dataset, task, metrics["AP"], metrics["AP50"], metrics["AP75"])
+    logger.info("Outputs (checkpoints, metrics.json, TensorBoard events) are in %s", os.path.abspath(cfg.OUTPUT_DIR))
 
 
 if __name__ == "__main__":

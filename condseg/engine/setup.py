@@ -3,6 +3,8 @@ import logging
 
 import torch
 from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from condseg.config import get_condseg_cfg
 from condseg.data import register_datasets_from_cfg
@@ -26,5 +28,7 @@ def setup_cfg(config_file: str, opts=(), args=None, freeze: bool = True):
         cfg.freeze()
     if args is not None:
         default_setup(cfg, args)
+        # condseg's own messages (dataset summaries, warnings) go to the same console and log file
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="condseg", abbrev_name="condseg")
     register_datasets_from_cfg(cfg)
     return cfg

@@ -61,6 +61,7 @@ def test_tiny_training_loss_decreases_and_evaluation_reports_ap(tmp_path):
         assert key in final, sorted(final)
     assert 0.0 <= final["bbox/AP"] <= 100.0
     assert "Evaluation results for bbox" in log and "copypaste: AP,AP50,AP75,APs,APm,APl" in log  # AP table
+    assert "condseg_shapes_val bbox: AP" in log and "Outputs (checkpoints" in log  # closing summary
     assert (out / "model_final.pth").exists()
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(out))
 
