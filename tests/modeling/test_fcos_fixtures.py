@@ -1,4 +1,5 @@
 """FCOS targets, losses and inference reproduce the reference fixtures (fixtures/condinst)."""
+import pytest
 import torch
 
 from condseg.layers import compute_locations
@@ -47,33 +48,26 @@ def test_mask_centroid_of_empty_mask_falls_back_to_box_centre():
     assert c.tolist() == [[2.0, 3.0], [6.5, 2.5]]
 
 
-def test_fcos_targets_mask_centroid_mode_matches_fixture(fixture):
+@pytest.mark.parametrize(
+    "use_masks, prefix",
+    [(True, "flat_"), (False, "boxcentre_flat_")],
+    ids=["mask_centroid_centres", "box_centres"],
+)
+def test_fcos_targets_match_fixture(fixture, use_masks, prefix):
     d = fixture("condinst", "fcos_targets.pt")
-    t = _targets(d, use_masks=True)
-    assert torch.equal(t["labels"], d["flat_labels"])
-    assert torch.equal(t["target_inds"], d["flat_target_inds"])
+    t = _targets(d, use_masks=use_masks)
+    assert torch.equal(t["labels"], d[prefix + "labels"])
+    assert torch.equal(t["target_inds"], d[prefix + "target_inds"])
+    torch.testing.assert_close(t["reg_targets"], d[prefix + "reg_targets"], atol=1e-6, rtol=0)
+    pos = torch.nonzero(t["labels"] != 80).squeeze(1)
+    assert torch.equal(pos, d[prefix + "pos_inds"])
+    torch.testing.assert_close(
+        centerness_targets(t["reg_targets"][pos]), d[prefix + "ctrness_targets_pos"], atol=1e-6, rtol=1e-6
+    )
+    # the flattened bookkeeping (same for both centre rules)
     assert torch.equal(t["im_inds"], d["flat_im_inds"])
     assert torch.equal(t["fpn_levels"], d["flat_fpn_levels"])
     assert torch.equal(t["locations"], d["flat_locations"])
-    torch.testing.assert_close(t["reg_targets"], d["flat_reg_targets"], atol=1e-6, rtol=0)
-    pos = torch.nonzero(t["labels"] != 80).squeeze(1)
-    assert torch.equal(pos, d["flat_pos_inds"])
-    torch.testing.assert_close(
-        centerness_targets(t["reg_targets"][pos]), d["flat_ctrness_targets_pos"], atol=1e-6, rtol=1e-6
-    )
-
-
-def test_fcos_targets_box_centre_mode_matches_fixture(fixture):
-    d = fixture("condinst", "fcos_targets.pt")
-    t = _targets(d, use_masks=False)
-    assert torch.equal(t["labels"], d["boxcentre_flat_labels"])
-    assert torch.equal(t["target_inds"], d["boxcentre_flat_target_inds"])
-    torch.testing.assert_close(t["reg_targets"], d["boxcentre_flat_reg_targets"], atol=1e-6, rtol=0)
-    pos = torch.nonzero(t["labels"] != 80).squeeze(1)
-    assert torch.equal(pos, d["boxcentre_flat_pos_inds"])
-    torch.testing.assert_close(
-        centerness_targets(t["reg_targets"][pos]), d["boxcentre_flat_ctrness_targets_pos"], atol=1e-6, rtol=1e-6
-    )
 
 
 def test_fcos_targets_image_without_gt_is_all_background():
