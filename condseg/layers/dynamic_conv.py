@@ -10,10 +10,11 @@ Two equal formulations of the heads:
 
 * ``"grouped_conv"``: the published one. The inputs of all instances are gathered
   into ``(1, N * C_in, H, W)`` and every layer is one grouped convolution with N groups.
-* ``"bmm"``: 1x1 convolutions are matrix products. The first layer is split: its
-  feature part is one GEMM per image over that image's shared features (no per-instance
-  copy of the features, no im2col), and its relative-coordinate part is a rank-2 update
-  (the coordinates are affine in the pixel grid). Later layers are batched matmuls.
+* ``"bmm"``: 1x1 convolutions are matrix products. The first layer is one GEMM per
+  image over that image's shared features and the pixel grid (no per-instance copy of
+  the features, no im2col: the relative coordinates are affine in the grid). Later
+  layers are batched matmuls, all in image order; only the one-channel output is
+  put back in the caller's instance order.
 
 Both take and return the same tensors; :func:`dynamic_mask_heads` dispatches.
 """
@@ -99,36 +100,33 @@ def _heads_grouped_conv(mask_feats, im_inds, rel, weights, biases):
     return x.reshape(n, 1, h, w)
 
 
-def _first_layer_bmm(mask_feats, im_inds, w0, b0, locations, soi, grid):
-    """First layer as one GEMM per image plus an affine coordinate term: ``(N, out, P)``."""
+def _heads_bmm(mask_feats, im_inds, locations, soi, grid, weights, biases):
+    """Batched-matmul heads. Instances are processed grouped by image (only the final
+    one-channel output is put back in the caller's order). The first layer is one GEMM
+    per image over ``[grid_x; grid_y; features]``: the coordinate inputs
+    ``(loc - g) / soi`` are affine in the pixel grid ``g``, so their weights become
+    ``-W_rel / soi`` on the grid rows plus ``W_rel . loc / soi`` in the bias."""
     b, c, h, w = mask_feats.shape
-    n, out = w0.shape[:2]
-    feats = mask_feats.reshape(b, c, h * w)
-    w_feat = w0[:, :, -c:]
+    n = im_inds.numel()
     order = torch.argsort(im_inds, stable=True)
     counts = torch.bincount(im_inds, minlength=b).tolist()
-    chunks = [
-        (wb.reshape(-1, c) @ feats[i]).reshape(-1, out, h * w)
-        for i, wb in enumerate(w_feat[order].split(counts))
-        if wb.shape[0] > 0
-    ]
-    x = torch.cat(chunks)[torch.argsort(order)]
-    bias = b0
+    w0, b0 = weights[0][order], biases[0][order]
+    out = w0.shape[1]
+    feats = mask_feats.reshape(b, c, h * w)
     if locations is not None:
-        # W_rel . (loc - g) / soi  =  W_rel . loc / soi  -  (W_rel / soi) . g
-        scaled = w0[:, :, :2] / soi.to(w0.dtype)[:, None, None]  # (N, out, 2)
-        bias = bias + (scaled * locations.to(w0.dtype)[:, None, :]).sum(dim=2)
-        x = x - (scaled.reshape(n * out, 2) @ grid.to(w0.dtype).t()).reshape(n, out, h * w)
-    return x + bias[:, :, None]
-
-
-def _heads_bmm(mask_feats, im_inds, locations, soi, grid, weights, biases):
-    n = im_inds.numel()
-    h, w = mask_feats.shape[2:]
-    x = _first_layer_bmm(mask_feats, im_inds, weights[0], biases[0], locations, soi, grid)
+        scaled = w0[:, :, :2] / soi[order].to(w0.dtype)[:, None, None]  # (N, out, 2)
+        b0 = b0 + (scaled * locations[order].to(w0.dtype)[:, None, :]).sum(dim=2)
+        w0 = torch.cat([-scaled, w0[:, :, 2:]], dim=2)
+        rows = torch.cat([grid.to(feats.dtype).t()[None].expand(b, 2, h * w), feats], dim=1)  # (B, 2 + C, P)
+    else:
+        rows = feats
+    x = torch.cat(
+        [(wb.reshape(-1, wb.shape[2]) @ rows[i]).reshape(-1, out, h * w) for i, wb in enumerate(w0.split(counts)) if wb.shape[0]]
+    )
+    x = x + b0[:, :, None]
     for wk, bk in zip(weights[1:], biases[1:]):
-        x = torch.baddbmm(bk[:, :, None], wk, F.relu(x))
-    return x.reshape(n, 1, h, w)
+        x = torch.baddbmm(bk[order][:, :, None], wk[order], F.relu(x))
+    return x[torch.argsort(order)].reshape(n, 1, h, w)
 
 
 def dynamic_mask_heads(
@@ -166,6 +164,4 @@ def dynamic_mask_heads(
     if impl == "grouped_conv":
         rel = relative_coords(locations, soi, grid) if rel_coords else None
         return _heads_grouped_conv(mask_feats, im_inds, rel, weights, biases)
-    return _heads_bmm(
-        mask_feats, im_inds, locations if rel_coords else None, soi, grid, weights, biases
-    )
+    return _heads_bmm(mask_feats, im_inds, locations if rel_coords else None, soi, grid, weights, biases)

@@ -5,7 +5,6 @@ feature-map cell (row i, column j) at stride s is its centre
 ``(j * s + s // 2, i * s + s // 2)``; cells are flattened row-major.
 """
 import torch
-import torch.nn.functional as F
 
 __all__ = ["compute_locations", "aligned_bilinear"]
 
@@ -23,6 +22,25 @@ def compute_locations(height: int, width: int, stride: int, device=None) -> torc
     return torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), dim=1) + stride // 2
 
 
+def _aligned_linear_1d(x: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
+    """Upsample one axis of length n to ``factor * n``: output q samples the input at
+    ``max(q - factor // 2, 0) / factor``, clamped to n - 1 (linear interpolation)."""
+    n = x.shape[dim]
+    nxt = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim=dim)  # x[k + 1], clamped
+    frac = torch.arange(factor, dtype=x.dtype, device=x.device) / factor  # r / f, r = 0..f-1
+    shape = [1] * (x.dim() + 1)
+    shape[dim + 1] = factor
+    frac = frac.reshape(shape)
+    # y[..., k, r, ...] = x[k] + (r / f) * (x[k + 1] - x[k]): position k + r / f
+    y = x.unsqueeze(dim + 1) + frac * (nxt - x).unsqueeze(dim + 1)
+    y = y.flatten(dim, dim + 1)
+    pad = factor // 2
+    if pad == 0:
+        return y
+    head = x.narrow(dim, 0, 1).expand(*[pad if d == dim else -1 for d in range(x.dim())])
+    return torch.cat([head, y.narrow(dim, 0, factor * n - pad)], dim=dim)
+
+
 def aligned_bilinear(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Upsample ``(N, C, H, W)`` by an integer ``factor`` to ``(N, C, factor*H, factor*W)``.
 
@@ -30,15 +48,14 @@ def aligned_bilinear(x: torch.Tensor, factor: int) -> torch.Tensor:
     ``(max(i - factor // 2, 0) / factor, max(j - factor // 2, 0) / factor)``, clamped to
     the last row/column: the alignment CondInst uses so that stride-s maps line up with
     the image grid (cell centres at ``s * k + s // 2``). ``factor == 1`` returns ``x``.
+
+    Computed as two separable 1-D interpolations built from shifted slices, which is
+    exact and, unlike resampling through ``F.interpolate`` between replicate pads, has a
+    cheap backward (no scatter).
     """
     assert x.dim() == 4, f"aligned_bilinear expects (N, C, H, W), got {tuple(x.shape)}"
     assert factor >= 1 and int(factor) == factor, f"factor must be a positive integer, got {factor}"
     factor = int(factor)
     if factor == 1:
         return x
-    h, w = x.shape[2:]
-    x = F.pad(x, (0, 1, 0, 1), mode="replicate")
-    x = F.interpolate(x, size=(factor * h + 1, factor * w + 1), mode="bilinear", align_corners=True)
-    pad = factor // 2
-    x = F.pad(x, (pad, 0, pad, 0), mode="replicate")
-    return x[:, :, : factor * h, : factor * w]
+    return _aligned_linear_1d(_aligned_linear_1d(x, factor, 2), factor, 3)

@@ -1,0 +1,208 @@
+#!/usr/bin/env python
+"""condseg benchmarks: one entry point, a table printed last, a JSON written.
+
+  python tools/benchmark.py mask-head                  # CPU, and CUDA when available
+  python tools/benchmark.py mask-head --device cpu --repeats 11 --json out.json
+
+Cases
+  mask-head   CondInst dynamic mask heads, the published grouped-convolution formulation
+              ("grouped_conv") against condseg's batched matrix product ("bmm"), on mask
+              features (2, 8, 100, 136) with 50 and 500 instances: training step
+              (forward, x2 aligned upsampling, sigmoid, dice loss against (200, 272) masks,
+              backward) and inference (forward + sigmoid, no grad).
+
+Every measurement runs in a fresh process, so its peak memory is its own: on the CPU
+the growth of the process's peak RSS over its state before the first run, on CUDA
+``torch.cuda.max_memory_allocated``. Times are medians over ``--repeats`` runs after
+``--warmup`` runs.
+
+CPU allocator: by default the measuring processes run with glibc's
+``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000``, so that large buffers are
+reused instead of being mapped fresh (and page-faulted) at every run, which on small VMs
+makes timings bimodal. This is for micro-benchmarks only (memory is never returned to
+the system): never train or evaluate with it. ``--allocator default`` measures without.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+STABLE_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+
+
+# ----------------------------------------------------------------------------- mask-head
+def mask_head_runs(device: str, impl: str, num_instances: int, mode: str, seed: int = 0):
+    """Build the inputs once and return a zero-argument function doing one run."""
+    import torch
+
+    from condseg.layers import aligned_bilinear, dice_loss, dynamic_layer_shapes, dynamic_mask_heads
+
+    g = torch.Generator().manual_seed(seed)
+    b, c, h, w = 2, 8, 100, 136
+    feats = torch.randn(b, c, h, w, generator=g).to(device)
+    params = (0.5 * torch.randn(num_instances, 169, generator=g)).to(device)
+    im_inds = torch.randint(0, b, (num_instances,), generator=g).to(device)
+    # FCOS locations on their level's grid, with that level's size of interest
+    levels = torch.randint(0, 5, (num_instances,), generator=g)
+    strides = torch.tensor([8, 16, 32, 64, 128])[levels]
+    xs = torch.randint(0, 100, (num_instances,), generator=g) * strides % (w * 8) + strides // 2
+    ys = torch.randint(0, 100, (num_instances,), generator=g) * strides % (h * 8) + strides // 2
+    locations = torch.stack((xs, ys), dim=1).float().to(device)
+    soi = torch.tensor([64.0, 128, 256, 512, 1024])[levels].to(device)
+    gt = (torch.rand(num_instances, 1, 2 * h, 2 * w, generator=g) > 0.5).float().to(device)
+    shapes = dynamic_layer_shapes(c, 8, 3)
+
+    def heads(p, f):
+        return dynamic_mask_heads(f, p, im_inds, locations, soi, shapes, mask_feat_stride=8, impl=impl)
+
+    if mode == "train":
+        params.requires_grad_(True)
+        feats.requires_grad_(True)
+
+        def run():
+            logits = aligned_bilinear(heads(params, feats), 2)
+            loss = dice_loss(logits.sigmoid(), gt).mean()
+            loss.backward()
+            params.grad = None
+            feats.grad = None
+            return loss.detach()
+
+    else:
+
+        def run():
+            with torch.no_grad():
+                return aligned_bilinear(heads(params, feats), 2).sigmoid()
+
+    return run
+
+
+def mask_head_plan(devices):
+    return [
+        {"case": "mask-head", "device": d, "impl": impl, "num_instances": n, "mode": mode}
+        for d in devices
+        for mode in ("train", "infer")
+        for n in (50, 500)
+        for impl in ("grouped_conv", "bmm")
+    ]
+
+
+CASES = {"mask-head": (mask_head_plan, mask_head_runs)}
+
+
+# ----------------------------------------------------------------------------- runner
+def measure(spec: dict, repeats: int, warmup: int) -> dict:
+    """One measurement in this process: median wall time and peak memory."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("CONDSEG_BENCH_THREADS", torch.get_num_threads())))
+    _, make_runs = CASES[spec["case"]]
+    args = {k: v for k, v in spec.items() if k != "case"}
+    cuda = spec["device"].startswith("cuda")
+    run = make_runs(**args)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    times = []
+    for k in range(warmup + repeats):
+        t = time.perf_counter()
+        out = run()
+        if cuda:
+            torch.cuda.synchronize()
+        if k >= warmup:
+            times.append(time.perf_counter() - t)
+        del out
+    if cuda:
+        peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    return {**spec, "median_s": statistics.median(times), "min_s": min(times), "times_s": times, "peak_mb": peak_mb}
+
+
+def run_in_subprocess(spec, repeats, warmup, allocator):
+    env = dict(os.environ)
+    if allocator == "stable" and not spec["device"].startswith("cuda"):
+        env.update(STABLE_MALLOC)
+    cmd = [sys.executable, os.path.abspath(__file__), "_measure", json.dumps(spec), str(repeats), str(warmup)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark {spec} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(results):
+    """Markdown table; each bmm row carries its speed-up over grouped_conv in the same run."""
+    ref = {
+        (r["device"], r["mode"], r["num_instances"]): r for r in results if r.get("impl") == "grouped_conv"
+    }
+    lines = [
+        "| device | mode | instances | impl | median time | peak memory | speed-up vs grouped_conv |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        base = ref.get((r["device"], r["mode"], r["num_instances"]))
+        speedup = f"{base['median_s'] / r['median_s']:.2f}x" if base and r is not base else ""
+        lines.append(
+            f"| {r['device']} | {r['mode']} | {r['num_instances']} | {r['impl']} | "
+            f"{1000 * r['median_s']:.1f} ms | {r['peak_mb']:.0f} MB | {speedup} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("case", choices=sorted(CASES))
+    parser.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
+                        help="all = cpu, plus cuda when available")
+    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--allocator", default="stable", choices=["stable", "default"],
+                        help="glibc malloc settings of the CPU measuring processes (see above)")
+    parser.add_argument("--json", default=None, help="where to write the results (default output/benchmark/CASE.json)")
+    args = parser.parse_args(argv)
+
+    import torch
+    from tqdm import tqdm
+
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    if "cuda" in devices and not torch.cuda.is_available():
+        if args.device == "cuda":
+            parser.error("--device cuda: CUDA is not available on this machine")
+        devices.remove("cuda")
+    plan_fn, _ = CASES[args.case]
+    plan = plan_fn(devices)
+    results = [run_in_subprocess(spec, args.repeats, args.warmup, args.allocator) for spec in tqdm(plan, desc=args.case)]
+
+    meta = {
+        "case": args.case,
+        "command": " ".join([os.path.basename(sys.executable), "tools/benchmark.py"] + (argv or sys.argv[1:])),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_allocator": args.allocator,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "gpu": torch.cuda.get_device_name(0) if "cuda" in devices else None,
+    }
+    path = args.json or os.path.join("output", "benchmark", f"{args.case}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "results": results}, f, indent=1)
+    print(f"\nwrote {path}")
+    print(f"{args.case}: torch {meta['torch']}, {meta['threads']} threads, CPU allocator {args.allocator}, "
+          f"median of {args.repeats} runs after {args.warmup} warm-up")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_measure":
+        spec = json.loads(sys.argv[2])
+        print(json.dumps(measure(spec, int(sys.argv[3]), int(sys.argv[4]))))
+    else:
+        main()
