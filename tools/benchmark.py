@@ -9,7 +9,8 @@ Cases
               ("grouped_conv") against condseg's batched matrix product ("bmm"), on mask
               features (2, 8, 100, 136) with 50 and 500 instances: training step
               (forward, x2 aligned upsampling, sigmoid, dice loss against (200, 272) masks,
-              backward) and inference (forward + sigmoid, no grad).
+              backward; also "bmm+blocked_loss", condseg's training path, whose loss runs
+              in cache-sized blocks of instances) and inference (forward + sigmoid, no grad).
 
 Every measurement runs in a fresh process, so its peak memory is its own: on the CPU
 the growth of the process's peak RSS over its state before the first run, on CUDA
@@ -38,10 +39,25 @@ STABLE_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "10000000000
 
 # ----------------------------------------------------------------------------- mask-head
 def mask_head_runs(device: str, impl: str, num_instances: int, mode: str, seed: int = 0):
-    """Build the inputs once and return a zero-argument function doing one run."""
+    """Build the inputs once and return a zero-argument function doing one run.
+
+    ``impl``: ``grouped_conv`` (the published formulation: grouped convolutions, then
+    upsampling, sigmoid and dice on the full-resolution tensors), ``bmm`` (condseg's heads,
+    same loss computation) or ``bmm+blocked_loss`` (condseg's training path: bmm heads and
+    the blocked, recomputing upsample-sigmoid-dice of ``upsampled_dice_loss``).
+    """
     import torch
 
-    from condseg.layers import aligned_bilinear, dice_loss, dynamic_layer_shapes, dynamic_mask_heads
+    from condseg.layers import (
+        aligned_bilinear,
+        dice_loss,
+        dynamic_layer_shapes,
+        dynamic_mask_heads,
+        upsampled_dice_loss,
+    )
+
+    blocked = impl.endswith("+blocked_loss")
+    impl = impl.replace("+blocked_loss", "")
 
     g = torch.Generator().manual_seed(seed)
     b, c, h, w = 2, 8, 100, 136
@@ -66,8 +82,10 @@ def mask_head_runs(device: str, impl: str, num_instances: int, mode: str, seed: 
         feats.requires_grad_(True)
 
         def run():
-            logits = aligned_bilinear(heads(params, feats), 2)
-            loss = dice_loss(logits.sigmoid(), gt).mean()
+            if blocked:
+                loss = upsampled_dice_loss(heads(params, feats), gt, 2).mean()
+            else:
+                loss = dice_loss(aligned_bilinear(heads(params, feats), 2).sigmoid(), gt).mean()
             loss.backward()
             params.grad = None
             feats.grad = None
@@ -83,12 +101,13 @@ def mask_head_runs(device: str, impl: str, num_instances: int, mode: str, seed: 
 
 
 def mask_head_plan(devices):
+    impls = {"train": ("grouped_conv", "bmm", "bmm+blocked_loss"), "infer": ("grouped_conv", "bmm")}
     return [
         {"case": "mask-head", "device": d, "impl": impl, "num_instances": n, "mode": mode}
         for d in devices
         for mode in ("train", "infer")
         for n in (50, 500)
-        for impl in ("grouped_conv", "bmm")
+        for impl in impls[mode]
     ]
 
 

@@ -1,7 +1,7 @@
 """Reusable tensor ops; nothing here imports from ``condseg.modeling``."""
 from .geometry import aligned_bilinear, compute_locations
 from .dynamic_conv import dynamic_layer_shapes, dynamic_mask_heads, dynamic_param_counts, parse_dynamic_params
-from .losses import dice_loss, iou_loss, sigmoid_focal_loss
+from .losses import dice_loss, iou_loss, sigmoid_focal_loss, upsampled_dice_loss
 
 __all__ = [
     "aligned_bilinear",
@@ -13,4 +13,5 @@ __all__ = [
     "iou_loss",
     "parse_dynamic_params",
     "sigmoid_focal_loss",
+    "upsampled_dice_loss",
 ]

@@ -27,12 +27,10 @@ def _aligned_linear_1d(x: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
     ``max(q - factor // 2, 0) / factor``, clamped to n - 1 (linear interpolation)."""
     n = x.shape[dim]
     nxt = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim=dim)  # x[k + 1], clamped
-    frac = torch.arange(factor, dtype=x.dtype, device=x.device) / factor  # r / f, r = 0..f-1
-    shape = [1] * (x.dim() + 1)
-    shape[dim + 1] = factor
-    frac = frac.reshape(shape)
-    # y[..., k, r, ...] = x[k] + (r / f) * (x[k + 1] - x[k]): position k + r / f
-    y = x.unsqueeze(dim + 1) + frac * (nxt - x).unsqueeze(dim + 1)
+    # phase r of cell k sits at position k + r / f: x[k] + (r / f) * (x[k + 1] - x[k]).
+    # Stacked phases (rather than a broadcast over a phase axis) keep the backward elementwise.
+    diff = nxt - x
+    y = torch.stack([x] + [x + (r / factor) * diff for r in range(1, factor)], dim=dim + 1)
     y = y.flatten(dim, dim + 1)
     pad = factor // 2
     if pad == 0:
