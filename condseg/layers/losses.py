@@ -2,6 +2,8 @@
 import torch
 import torch.nn.functional as F
 
+from .geometry import aligned_bilinear
+
 __all__ = ["sigmoid_focal_loss", "iou_loss", "dice_loss", "upsampled_dice_loss"]
 
 
@@ -78,8 +80,6 @@ class _UpsampledDiceLoss(torch.autograd.Function):
 
     @staticmethod
     def _block_forward(low, targets, factor, eps):
-        from .geometry import aligned_bilinear
-
         scores = aligned_bilinear(low, factor).sigmoid()
         return dice_loss(scores, targets, eps), scores
 
@@ -87,13 +87,14 @@ class _UpsampledDiceLoss(torch.autograd.Function):
     def forward(ctx, low, targets, factor, eps, block):
         ctx.save_for_backward(low, targets)
         ctx.factor, ctx.eps, ctx.block = factor, eps, block
+        if low.shape[0] == 0:
+            return low.new_zeros(0)
         with torch.no_grad():
-            return torch.cat(
-                [
-                    _UpsampledDiceLoss._block_forward(lo, t, factor, eps)[0]
-                    for lo, t in zip(low.split(block), targets.split(block))
-                ]
-            ) if low.shape[0] else low.new_zeros(0)
+            losses = [
+                _UpsampledDiceLoss._block_forward(lo, t, factor, eps)[0]
+                for lo, t in zip(low.split(block), targets.split(block))
+            ]
+        return torch.cat(losses)
 
     @staticmethod
     def backward(ctx, grad_loss):
