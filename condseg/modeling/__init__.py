@@ -1,2 +1,2 @@
 """Model components; importing registers them with detectron2's registries."""
-from . import backbone, fcos  # noqa: F401
+from . import backbone, condinst, fcos  # noqa: F401

@@ -1,0 +1,165 @@
+"""CondInst (Tian, Shen, Chen, ECCV 2020): ``MODEL.META_ARCHITECTURE: "CondInst"``.
+
+FCOS detects instances; a controller conv on the FCOS box tower predicts, at every
+location, the parameters of a tiny mask head; each instance's head runs on the shared
+mask-branch features plus relative coordinates (``condseg.layers.dynamic_mask_heads``).
+"""
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_proposal_generator
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import BitMasks, Instances, PolygonMasks
+from torch import nn
+
+from condseg.layers import aligned_bilinear, dice_loss, dynamic_layer_shapes, dynamic_mask_heads
+
+from ..fcos.detector import gt_instances_of, preprocess_images
+from ..fcos.targets import mask_centroids
+from .mask_branch import MaskBranch
+
+__all__ = ["CondInst", "gt_bitmasks_padded", "select_training_instances", "postprocess_masks"]
+
+
+def gt_bitmasks_padded(instances: Instances, padded_size: Tuple[int, int]) -> torch.Tensor:
+    """``(G, H_pad, W_pad)`` bool masks of an image's GTs (polygons rasterised, bitmasks
+    zero-padded) in the frame of the padded batch."""
+    h, w = instances.image_size
+    masks = instances.gt_masks
+    if isinstance(masks, PolygonMasks):
+        masks = BitMasks.from_polygon_masks(masks, h, w)
+    bitmasks = masks.tensor.to(torch.bool)
+    return F.pad(bitmasks, (0, padded_size[1] - bitmasks.shape[2], 0, padded_size[0] - bitmasks.shape[1]))
+
+
+def select_training_instances(positives: Instances, max_proposals: int, topk_per_image: int) -> Instances:
+    """The FCOS positives that supervise masks: all of them, a uniformly random subset of
+    ``max_proposals``, or per image and GT the ``max(topk_per_image // #GTs, 1)`` best by
+    ``sigmoid(max class logit) * sigmoid(centerness)``."""
+    n = len(positives)
+    if max_proposals > 0 and n > max_proposals:
+        return positives[torch.randperm(n, device=positives.im_inds.device)[:max_proposals]]
+    if topk_per_image > 0 and n > 0:
+        scores = positives.logits_pred.sigmoid().max(dim=1).values * positives.ctrness_pred.sigmoid()
+        keep = []
+        for im in positives.im_inds.unique():
+            in_image = torch.nonzero(positives.im_inds == im).squeeze(1)
+            gts = positives.gt_inds[in_image]
+            unique_gts = gts.unique()
+            k = max(int(topk_per_image / len(unique_gts)), 1)
+            for g in unique_gts:
+                idx = in_image[gts == g]
+                keep.append(idx[scores[idx].topk(min(k, idx.numel())).indices])
+        return positives[torch.cat(keep)]
+    return positives
+
+
+def postprocess_masks(global_masks: torch.Tensor, padded_size, image_size, output_size, threshold: float = 0.5):
+    """``(N, 1, h, w)`` mask probabilities at the mask output stride -> ``(N, H_out, W_out)``
+    bool: aligned upsampling to the padded input, crop to the resized image, bilinear
+    resize to the requested output size, threshold."""
+    n = global_masks.shape[0]
+    if n == 0:
+        return torch.zeros((0, *output_size), dtype=torch.bool, device=global_masks.device)
+    factor = padded_size[0] // global_masks.shape[2]
+    masks = aligned_bilinear(global_masks, factor)[:, :, : image_size[0], : image_size[1]]
+    masks = F.interpolate(masks, size=tuple(output_size), mode="bilinear", align_corners=False)
+    return masks[:, 0] > threshold
+
+
+@META_ARCH_REGISTRY.register()
+class CondInst(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        c = cfg.MODEL.CONDINST
+        if c.MAX_PROPOSALS > 0 and c.TOPK_PROPOSALS_PER_IM > 0:
+            raise ValueError("MODEL.CONDINST.MAX_PROPOSALS and MODEL.CONDINST.TOPK_PROPOSALS_PER_IM cannot both be on")
+        if c.MASK_BRANCH.SEMANTIC_LOSS_ON:
+            raise NotImplementedError("MODEL.CONDINST.MASK_BRANCH.SEMANTIC_LOSS_ON is not implemented yet")
+        impl = c.MASK_HEAD.IMPL
+        if impl not in ("auto", "grouped_conv", "bmm"):
+            raise ValueError(f"MODEL.CONDINST.MASK_HEAD.IMPL must be 'auto', 'grouped_conv' or 'bmm', got {impl!r}")
+        self.head_impl = "bmm" if impl == "auto" else impl  # bmm measured faster on the CPU (docs/BENCHMARKS.md)
+
+        self.backbone = build_backbone(cfg)
+        shapes = self.backbone.output_shape()
+        self.proposal_generator = build_proposal_generator(cfg, shapes)
+        self.mask_branch = MaskBranch(
+            shapes, c.MASK_BRANCH.IN_FEATURES, c.MASK_BRANCH.CHANNELS, c.MASK_BRANCH.NUM_CONVS,
+            c.MASK_BRANCH.OUT_CHANNELS, c.MASK_BRANCH.NORM,
+        )
+        self.rel_coords = not c.MASK_HEAD.DISABLE_REL_COORDS
+        self.layer_shapes = dynamic_layer_shapes(
+            c.MASK_BRANCH.OUT_CHANNELS, c.MASK_HEAD.CHANNELS, c.MASK_HEAD.NUM_LAYERS, self.rel_coords
+        )
+        num_params = sum(o * i + o for o, i in self.layer_shapes)
+        tower_channels = shapes[cfg.MODEL.FCOS.IN_FEATURES[0]].channels
+        self.controller = nn.Conv2d(tower_channels, num_params, kernel_size=3, padding=1)
+        nn.init.normal_(self.controller.weight, std=0.01)
+        nn.init.constant_(self.controller.bias, 0)
+
+        soi = list(cfg.MODEL.FCOS.SIZES_OF_INTEREST)
+        self.register_buffer("sizes_of_interest", torch.tensor(soi + [soi[-1] * 2], dtype=torch.float32), False)
+        self.mask_out_stride = c.MASK_OUT_STRIDE
+        if self.mask_branch.out_stride % self.mask_out_stride:
+            raise ValueError(
+                f"MODEL.CONDINST.MASK_OUT_STRIDE ({self.mask_out_stride}) must divide the mask branch stride "
+                f"({self.mask_branch.out_stride})"
+            )
+        self.max_proposals = c.MAX_PROPOSALS
+        self.topk_per_image = c.TOPK_PROPOSALS_PER_IM
+        self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(-1, 1, 1), False)
+        self.to(torch.device(cfg.MODEL.DEVICE))
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def _mask_logits(self, mask_feats, params, im_inds, locations, fpn_levels) -> torch.Tensor:
+        """``(N, 1, H, W)`` mask logits at ``MASK_OUT_STRIDE``."""
+        low = dynamic_mask_heads(
+            mask_feats, params, im_inds, locations, self.sizes_of_interest[fpn_levels], self.layer_shapes,
+            self.mask_branch.out_stride, self.rel_coords, self.head_impl,
+        )
+        return aligned_bilinear(low, self.mask_branch.out_stride // self.mask_out_stride)
+
+    def forward(self, batched_inputs: List[Dict]):
+        images = preprocess_images(batched_inputs, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility)
+        features = self.backbone(images.tensor)
+        mask_feats = self.mask_branch(features)
+        padded = tuple(images.tensor.shape[-2:])
+
+        if self.training:
+            gt = gt_instances_of(batched_inputs, self.device)
+            if any(not x.has("gt_masks") for x in gt):
+                raise ValueError("CondInst needs gt_masks: set MODEL.MASK_ON True and use a dataset with masks")
+            full = [gt_bitmasks_padded(x, padded) for x in gt]
+            centers = [mask_centroids(m, x.gt_boxes.tensor) for m, x in zip(full, gt)]
+            positives, losses = self.proposal_generator(images, features, gt, self.controller, centers)
+            start = self.mask_out_stride // 2
+            targets = torch.cat([m[:, start :: self.mask_out_stride, start :: self.mask_out_stride] for m in full])
+            chosen = select_training_instances(positives, self.max_proposals, self.topk_per_image)
+            if len(chosen) == 0:  # zero, connected to the graph
+                losses["loss_mask"] = mask_feats.sum() * 0 + positives.top_feats.sum() * 0
+            else:
+                logits = self._mask_logits(mask_feats, chosen.top_feats, chosen.im_inds, chosen.locations, chosen.fpn_levels)
+                target = targets[chosen.gt_inds][:, None].to(logits.dtype)
+                losses["loss_mask"] = dice_loss(logits.sigmoid(), target).mean()
+            return losses
+
+        dets, _ = self.proposal_generator(images, features, None, self.controller)
+        im_inds = torch.cat([torch.full((len(d),), i, device=self.device, dtype=torch.int64) for i, d in enumerate(dets)])
+        cat = Instances.cat(dets) if len(dets) > 1 else dets[0]
+        global_masks = self._mask_logits(mask_feats, cat.top_feats, im_inds, cat.locations, cat.fpn_levels).sigmoid()
+        results = []
+        for i, (d, inp, image_size) in enumerate(zip(dets, batched_inputs, images.image_sizes)):
+            d.pred_global_masks = global_masks[im_inds == i]
+            out_size = (inp.get("height", image_size[0]), inp.get("width", image_size[1]))
+            r = detector_postprocess(d, *out_size)
+            r.pred_masks = postprocess_masks(r.pred_global_masks, padded, image_size, out_size)
+            for name in ("locations", "fpn_levels", "top_feats", "pred_global_masks"):
+                r.remove(name)
+            results.append({"instances": r})
+        return results

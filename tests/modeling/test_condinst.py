@@ -1,0 +1,110 @@
+"""CondInst meta-architecture: parameter counts, training losses, inference masks."""
+import os
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
+
+import condseg  # noqa: F401
+from condseg.config import get_condseg_cfg
+from condseg.layers import aligned_bilinear, compute_locations, dynamic_layer_shapes, dynamic_mask_heads
+from condseg.modeling.condinst.condinst import postprocess_masks, select_training_instances
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+LEVELS = ("p3", "p4", "p5", "p6", "p7")
+
+
+def tiny_condinst_cfg(*opts):
+    cfg = get_condseg_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs", "quickstart", "fcos_R18_shapes.yaml"))
+    cfg.merge_from_list([
+        "MODEL.META_ARCHITECTURE", "CondInst", "MODEL.MASK_ON", "True",
+        "MODEL.RESNETS.STEM_OUT_CHANNELS", "16", "MODEL.RESNETS.RES2_OUT_CHANNELS", "16",
+        "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.FCOS.NUM_CLS_CONVS", "1", "MODEL.FCOS.NUM_BOX_CONVS", "1",
+        "MODEL.FCOS.NUM_CLASSES", "4", "MODEL.CONDINST.MASK_BRANCH.CHANNELS", "32",
+        "MODEL.CONDINST.MASK_BRANCH.NUM_CONVS", "1", *opts,
+    ])
+    return cfg
+
+
+def _inputs(n=2, h=96, w=160, polygons=True):
+    out = []
+    for _ in range(n):
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(torch.tensor([[8.0, 10.0, 40.0, 50.0], [30.0, 20.0, 110.0, 90.0]]))
+        inst.gt_classes = torch.tensor([1, 3])
+        if polygons:
+            inst.gt_masks = PolygonMasks([[[8, 10, 40, 10, 40, 50, 8, 50]], [[30, 20, 110, 20, 70, 90]]])
+        else:
+            m = torch.zeros(2, h, w, dtype=torch.bool)
+            m[0, 10:50, 8:40] = True
+            m[1, 20:90, 30:110] = True
+            inst.gt_masks = BitMasks(m)
+        out.append({"image": torch.rand(3, h, w) * 255, "instances": inst, "height": 2 * h, "width": 2 * w})
+    return out
+
+
+@pytest.mark.parametrize("polygons", [True, False])
+def test_training_losses_are_finite_and_reach_every_parameter(polygons):
+    model = build_model(tiny_condinst_cfg())
+    model.train()
+    losses = model(_inputs(polygons=polygons))
+    assert set(losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "loss_mask"}
+    total = sum(losses.values())
+    assert torch.isfinite(total) and 0 < losses["loss_mask"] <= 1
+    total.backward()
+    assert not [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+
+
+def test_controller_size_is_derived_from_the_head_config():
+    model = build_model(tiny_condinst_cfg("MODEL.CONDINST.MASK_HEAD.CHANNELS", "16"))
+    assert model.controller.out_channels == 465  # fixtures: (16, 3, 8, rel) -> 465
+
+
+def test_inference_gives_masks_at_the_requested_size():
+    model = build_model(tiny_condinst_cfg("MODEL.FCOS.INFERENCE_TH_TEST", "0.0"))
+    model.eval()
+    with torch.no_grad():
+        out = model(_inputs(2))
+    for o in out:
+        inst = o["instances"]
+        assert set(inst.get_fields()) == {"pred_boxes", "scores", "pred_classes", "pred_masks"}
+        assert inst.pred_masks.shape == (len(inst), 192, 320) and inst.pred_masks.dtype == torch.bool
+
+
+def test_max_proposals_and_topk_are_exclusive():
+    with pytest.raises(ValueError, match="TOPK_PROPOSALS_PER_IM"):
+        build_model(tiny_condinst_cfg("MODEL.CONDINST.MAX_PROPOSALS", "10", "MODEL.CONDINST.TOPK_PROPOSALS_PER_IM", "10"))
+
+
+def test_select_training_instances():
+    p = Instances((0, 0))
+    p.im_inds = torch.tensor([0, 0, 0, 1, 1, 1])
+    p.gt_inds = torch.tensor([0, 0, 1, 2, 2, 2])
+    p.logits_pred = torch.tensor([[0.0], [5.0], [1.0], [2.0], [3.0], [-1.0]])
+    p.ctrness_pred = torch.zeros(6)
+    assert len(select_training_instances(p, 4, -1)) == 4
+    assert len(select_training_instances(p, 10, -1)) == 6
+    kept = select_training_instances(p, -1, 2)  # 1 per GT in image 0 (2 GTs), 2 for image 1's GT
+    assert sorted(kept.logits_pred[:, 0].tolist()) == [1.0, 2.0, 3.0, 5.0]
+
+
+def test_inference_masks_match_fixture(fixture):
+    """Mask heads on the reference's detections, then postprocess to output size."""
+    d = fixture("condinst", "inference_heads.pt")
+    locs = d["det_locations"]
+    params = torch.stack([
+        d[f"top_feats_{LEVELS[lvl]}"][im].reshape(169, -1)[:, idx]
+        for lvl, im, idx in zip(d["det_fpn_levels"], d["det_im_inds"], d["det_loc_index_in_level"])
+    ])
+    soi = torch.tensor([64.0, 128, 256, 512, 1024])[d["det_fpn_levels"]]
+    for impl in ("grouped_conv", "bmm"):
+        low = dynamic_mask_heads(d["mask_feats"], params, d["det_im_inds"], locs, soi, dynamic_layer_shapes(8, 8, 3), 8, True, impl)
+        global_masks = aligned_bilinear(low, 2).sigmoid()
+        torch.testing.assert_close(global_masks, d["det_pred_global_masks"], atol=1e-5, rtol=0)
+    for i in range(2):
+        sel = d["det_im_inds"] == i
+        masks = postprocess_masks(d["det_pred_global_masks"][sel][:3], d["padded_size"], d["image_sizes"][i], d["output_sizes"][i])
+        expected = d[f"img{i}_final_pred_masks_first3"]
+        assert (masks != expected).float().mean() <= 0.001
