@@ -8,7 +8,7 @@ from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
 import condseg  # noqa: F401
 from condseg.config import get_condseg_cfg
-from condseg.layers import aligned_bilinear, compute_locations, dynamic_layer_shapes, dynamic_mask_heads
+from condseg.layers import aligned_bilinear, dynamic_layer_shapes, dynamic_mask_heads
 from condseg.modeling.condinst.condinst import postprocess_masks, select_training_instances
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")

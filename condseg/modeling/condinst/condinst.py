@@ -8,14 +8,14 @@ from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_proposal_generator
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import BitMasks, Instances, PolygonMasks
 from torch import nn
 
 from condseg.layers import aligned_bilinear, dice_loss, dynamic_layer_shapes, dynamic_mask_heads
 
-from ..fcos.detector import gt_instances_of, preprocess_images
+from ..fcos.detector import FCOSDetector, gt_instances_of, preprocess_images
 from ..fcos.targets import mask_centroids
 from .mask_branch import MaskBranch
 
@@ -69,9 +69,11 @@ def postprocess_masks(global_masks: torch.Tensor, padded_size, image_size, outpu
 
 
 @META_ARCH_REGISTRY.register()
-class CondInst(nn.Module):
+class CondInst(FCOSDetector):
+    """:class:`FCOSDetector` (backbone, FCOS, input normalisation) plus the mask branch,
+    the controller and the dynamic mask heads."""
+
     def __init__(self, cfg):
-        super().__init__()
         c = cfg.MODEL.CONDINST
         if c.MAX_PROPOSALS > 0 and c.TOPK_PROPOSALS_PER_IM > 0:
             raise ValueError("MODEL.CONDINST.MAX_PROPOSALS and MODEL.CONDINST.TOPK_PROPOSALS_PER_IM cannot both be on")
@@ -82,9 +84,8 @@ class CondInst(nn.Module):
             raise ValueError(f"MODEL.CONDINST.MASK_HEAD.IMPL must be 'auto', 'grouped_conv' or 'bmm', got {impl!r}")
         self.head_impl = "bmm" if impl == "auto" else impl  # bmm measured faster on the CPU (docs/BENCHMARKS.md)
 
-        self.backbone = build_backbone(cfg)
+        super().__init__(cfg)
         shapes = self.backbone.output_shape()
-        self.proposal_generator = build_proposal_generator(cfg, shapes)
         self.mask_branch = MaskBranch(
             shapes, c.MASK_BRANCH.IN_FEATURES, c.MASK_BRANCH.CHANNELS, c.MASK_BRANCH.NUM_CONVS,
             c.MASK_BRANCH.OUT_CHANNELS, c.MASK_BRANCH.NORM,
@@ -109,13 +110,7 @@ class CondInst(nn.Module):
             )
         self.max_proposals = c.MAX_PROPOSALS
         self.topk_per_image = c.TOPK_PROPOSALS_PER_IM
-        self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(-1, 1, 1), False)
-        self.to(torch.device(cfg.MODEL.DEVICE))
-
-    @property
-    def device(self):
-        return self.pixel_mean.device
+        self.to(self.device)  # the parts added after FCOSDetector placed itself
 
     def _mask_logits(self, mask_feats, params, im_inds, locations, fpn_levels) -> torch.Tensor:
         """``(N, 1, H, W)`` mask logits at ``MASK_OUT_STRIDE``."""
