@@ -68,6 +68,10 @@ def test_base_inheritance_and_overrides():
     assert cfg.MODEL.FCOS.NMS_TH == 0.5
 
 
-@pytest.mark.parametrize("name", ["Base-FCOS.yaml", "fcos_R50_1x.yaml", "quickstart/fcos_R18_shapes.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    ["Base-FCOS.yaml", "fcos_R50_1x.yaml", "quickstart/fcos_R18_shapes.yaml",
+     "Base-CondInst.yaml", "condinst_R50_1x.yaml", "condinst_R50_3x.yaml"],
+)
 def test_shipped_configs_load(name):
     get_condseg_cfg().merge_from_file(os.path.join(ROOT, "configs", name))
