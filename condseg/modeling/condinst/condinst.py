@@ -9,11 +9,11 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import BitMasks, Instances, PolygonMasks
 from torch import nn
 
 from condseg.layers import aligned_bilinear, dice_loss, dynamic_layer_shapes, dynamic_mask_heads
+from condseg.layers.dynamic_conv import IMPLS
 
 from ..fcos.detector import FCOSDetector, gt_instances_of, preprocess_images
 from ..fcos.targets import mask_centroids
@@ -80,8 +80,8 @@ class CondInst(FCOSDetector):
         if c.MASK_BRANCH.SEMANTIC_LOSS_ON:
             raise NotImplementedError("MODEL.CONDINST.MASK_BRANCH.SEMANTIC_LOSS_ON is not implemented yet")
         impl = c.MASK_HEAD.IMPL
-        if impl not in ("auto", "grouped_conv", "bmm"):
-            raise ValueError(f"MODEL.CONDINST.MASK_HEAD.IMPL must be 'auto', 'grouped_conv' or 'bmm', got {impl!r}")
+        if impl != "auto" and impl not in IMPLS:
+            raise ValueError(f"MODEL.CONDINST.MASK_HEAD.IMPL must be 'auto' or one of {IMPLS}, got {impl!r}")
         self.head_impl = "bmm" if impl == "auto" else impl  # bmm measured faster on the CPU (docs/BENCHMARKS.md)
 
         super().__init__(cfg)
@@ -124,9 +124,9 @@ class CondInst(FCOSDetector):
         images = preprocess_images(batched_inputs, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility)
         features = self.backbone(images.tensor)
         mask_feats = self.mask_branch(features)
-        padded = tuple(images.tensor.shape[-2:])
 
         if self.training:
+            padded = tuple(images.tensor.shape[-2:])
             gt = gt_instances_of(batched_inputs, self.device)
             if any(not x.has("gt_masks") for x in gt):
                 raise ValueError("CondInst needs gt_masks: set MODEL.MASK_ON True and use a dataset with masks")
@@ -148,13 +148,14 @@ class CondInst(FCOSDetector):
         im_inds = torch.cat([torch.full((len(d),), i, device=self.device, dtype=torch.int64) for i, d in enumerate(dets)])
         cat = Instances.cat(dets) if len(dets) > 1 else dets[0]
         global_masks = self._mask_logits(mask_feats, cat.top_feats, im_inds, cat.locations, cat.fpn_levels).sigmoid()
-        results = []
-        for i, (d, inp, image_size) in enumerate(zip(dets, batched_inputs, images.image_sizes)):
+        for i, d in enumerate(dets):
             d.pred_global_masks = global_masks[im_inds == i]
-            out_size = (inp.get("height", image_size[0]), inp.get("width", image_size[1]))
-            r = detector_postprocess(d, *out_size)
-            r.pred_masks = postprocess_masks(r.pred_global_masks, padded, image_size, out_size)
-            for name in ("locations", "fpn_levels", "top_feats", "pred_global_masks"):
-                r.remove(name)
-            results.append({"instances": r})
-        return results
+        return self.postprocess(dets, batched_inputs, images)
+
+    internal_fields = FCOSDetector.internal_fields + ("pred_global_masks",)
+
+    def finish_instances(self, instances, image_size, padded_size) -> None:
+        """``pred_masks``: the kept detections' masks, pasted at the output size."""
+        instances.pred_masks = postprocess_masks(
+            instances.pred_global_masks, padded_size, image_size, instances.image_size
+        )

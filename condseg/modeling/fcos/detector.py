@@ -48,13 +48,25 @@ class FCOSDetector(nn.Module):
             _, losses = self.proposal_generator(images, features, gt)
             return losses
         results, _ = self.proposal_generator(images, features)
+        return self.postprocess(results, batched_inputs, images)
+
+    # fields the detector carries internally and does not return
+    internal_fields = ("locations", "fpn_levels", "top_feats")
+
+    def postprocess(self, results, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+        """Rescale each image's detections to its requested ``height`` x ``width`` (boxes
+        clipped, empty ones dropped), let :meth:`finish_instances` add outputs, and strip
+        the internal fields."""
         processed = []
         for res, inp, image_size in zip(results, batched_inputs, images.image_sizes):
-            height = inp.get("height", image_size[0])
-            width = inp.get("width", image_size[1])
-            r = detector_postprocess(res, height, width)
-            for name in ("locations", "fpn_levels", "top_feats"):
+            out_size = (inp.get("height", image_size[0]), inp.get("width", image_size[1]))
+            r = detector_postprocess(res, *out_size)
+            self.finish_instances(r, image_size, tuple(images.tensor.shape[-2:]))
+            for name in self.internal_fields:
                 if r.has(name):
                     r.remove(name)
             processed.append({"instances": r})
         return processed
+
+    def finish_instances(self, instances, image_size, padded_size) -> None:
+        """Hook for subclasses: complete postprocessed ``instances`` (at output size) in place."""
