@@ -1,12 +1,12 @@
 # condseg: one command for each thing a newcomer wants to do.
 #   make setup       create .venv with everything (idempotent; a second run does nothing)
 #   make test        the whole test suite (what CI runs)
-#   make quickstart  train + evaluate on the built-in shapes dataset on this machine
+#   make quickstart  train + evaluate CondInst on the built-in shapes dataset on this machine
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.condseg-installed
-QUICKSTART_CONFIG ?= configs/quickstart/fcos_R18_shapes.yaml
+QUICKSTART_CONFIG ?= configs/quickstart/condinst_R18_shapes.yaml
 QUICKSTART_OUTPUT ?= output/quickstart
 
 .PHONY: setup test test-fast quickstart clean

@@ -68,10 +68,28 @@ def test_base_inheritance_and_overrides():
     assert cfg.MODEL.FCOS.NMS_TH == 0.5
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["Base-FCOS.yaml", "fcos_R50_1x.yaml", "quickstart/fcos_R18_shapes.yaml",
-     "Base-CondInst.yaml", "condinst_R50_1x.yaml", "condinst_R50_3x.yaml"],
+SHIPPED = sorted(
+    os.path.relpath(os.path.join(d, f), os.path.join(ROOT, "configs"))
+    for d, _, files in os.walk(os.path.join(ROOT, "configs")) for f in files if f.endswith(".yaml")
 )
+QUICKSTART = [n for n in SHIPPED if n.startswith("quickstart")]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_load(name):
     get_condseg_cfg().merge_from_file(os.path.join(ROOT, "configs", name))
+
+
+def test_quickstart_configs_share_data_input_solver_and_backbone():
+    """The README compares the quickstart models at an equal budget: same images, input
+    sizes, batch, iterations, optimizer and ResNet."""
+    assert {"quickstart/fcos_R18_shapes.yaml", "quickstart/condinst_R18_shapes.yaml",
+            "quickstart/mask_rcnn_R18_shapes.yaml"} <= set(QUICKSTART)
+    cfgs = []
+    for name in QUICKSTART:
+        cfg = get_condseg_cfg()
+        cfg.merge_from_file(os.path.join(ROOT, "configs", name))
+        r = cfg.MODEL.RESNETS
+        cfgs.append((cfg.DATASETS, cfg.INPUT, cfg.SOLVER, cfg.DATALOADER, cfg.MODEL.DEVICE, cfg.MODEL.BACKBONE.FREEZE_AT,
+                     cfg.MODEL.FPN.OUT_CHANNELS, (r.DEPTH, r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS, r.NORM)))
+    assert all(c == cfgs[0] for c in cfgs[1:])

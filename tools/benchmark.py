@@ -2,20 +2,24 @@
 """condseg benchmarks: one entry point, a table printed last, a JSON written.
 
   python tools/benchmark.py mask-head                  # CPU, and CUDA when available
-  python tools/benchmark.py mask-head --device cpu --repeats 11 --json out.json
+  python tools/benchmark.py mask-head --device cpu --rounds 3 --repeats 5 --json out.json
 
 Cases
   mask-head   CondInst dynamic mask heads, the published grouped-convolution formulation
               ("grouped_conv") against condseg's batched matrix product ("bmm"), on mask
               features (2, 8, 100, 136) with 50 and 500 instances: training step
               (forward, x2 aligned upsampling, sigmoid, dice loss against (200, 272) masks,
-              backward; also "bmm+blocked_loss", condseg's training path, whose loss runs
-              in cache-sized blocks of instances) and inference (forward + sigmoid, no grad).
+              backward; also "bmm+fused_loss", condseg's training path, where heads,
+              upsampling, sigmoid, dice and their gradients run together in cache-sized
+              blocks of instances) and inference (forward + sigmoid, no grad).
 
-Every measurement runs in a fresh process, so its peak memory is its own: on the CPU
+Every measurement runs in fresh processes, so its peak memory is its own: on the CPU
 the growth of the process's peak RSS over its state before the first run, on CUDA
-``torch.cuda.max_memory_allocated``. Times are medians over ``--repeats`` runs after
-``--warmup`` runs.
+``torch.cuda.max_memory_allocated``. Each measurement is ``--rounds`` processes of
+``--repeats`` timed runs (after ``--warmup`` runs), the rounds interleaved with the other
+measurements so that a slow spell of a shared machine hits all of them; times are
+medians of all timed runs, and every table row also says how far its outputs are from
+the published formulation's.
 
 CPU allocator: by default the measuring processes run with glibc's
 ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000``, so that large buffers are
@@ -43,21 +47,15 @@ def mask_head_runs(device: str, impl: str, num_instances: int, mode: str, seed: 
 
     ``impl``: ``grouped_conv`` (the published formulation: grouped convolutions, then
     upsampling, sigmoid and dice on the full-resolution tensors), ``bmm`` (condseg's heads,
-    same loss computation) or ``bmm+blocked_loss`` (condseg's training path: bmm heads and
-    the blocked, recomputing upsample-sigmoid-dice of ``upsampled_dice_loss``).
+    same loss computation) or ``bmm+fused_loss`` (condseg's training path,
+    ``dynamic_mask_dice_loss``).
     """
     import torch
 
-    from condseg.layers import (
-        aligned_bilinear,
-        dice_loss,
-        dynamic_layer_shapes,
-        dynamic_mask_heads,
-        upsampled_dice_loss,
-    )
+    from condseg.layers import aligned_bilinear, dice_loss, dynamic_layer_shapes, dynamic_mask_dice_loss, dynamic_mask_heads
 
-    blocked = impl.endswith("+blocked_loss")
-    impl = impl.replace("+blocked_loss", "")
+    fused = impl.endswith("+fused_loss")
+    impl = impl.replace("+fused_loss", "")
 
     g = torch.Generator().manual_seed(seed)
     b, c, h, w = 2, 8, 100, 136
@@ -82,14 +80,15 @@ def mask_head_runs(device: str, impl: str, num_instances: int, mode: str, seed: 
         feats.requires_grad_(True)
 
         def run():
-            if blocked:
-                loss = upsampled_dice_loss(heads(params, feats), gt, 2).mean()
+            if fused:
+                loss = dynamic_mask_dice_loss(feats, params, im_inds, locations, soi, shapes, gt).mean()
             else:
                 loss = dice_loss(aligned_bilinear(heads(params, feats), 2).sigmoid(), gt).mean()
             loss.backward()
+            out = (loss.detach(), params.grad, feats.grad)
             params.grad = None
             feats.grad = None
-            return loss.detach()
+            return out
 
     else:
 
@@ -101,7 +100,7 @@ def mask_head_runs(device: str, impl: str, num_instances: int, mode: str, seed: 
 
 
 def mask_head_plan(devices):
-    impls = {"train": ("grouped_conv", "bmm", "bmm+blocked_loss"), "infer": ("grouped_conv", "bmm")}
+    impls = {"train": ("grouped_conv", "bmm", "bmm+fused_loss"), "infer": ("grouped_conv", "bmm")}
     return [
         {"case": "mask-head", "device": d, "impl": impl, "num_instances": n, "mode": mode}
         for d in devices
@@ -112,6 +111,23 @@ def mask_head_plan(devices):
 
 
 CASES = {"mask-head": (mask_head_plan, mask_head_runs)}
+
+
+def agreement(specs):
+    """Largest absolute difference of every spec's outputs (loss and gradients, or
+    masks) from those of the ``grouped_conv`` spec of the same device, mode and size,
+    computed in this process (one run each)."""
+    outputs = {}
+    for spec in specs:
+        _, make_runs = CASES[spec["case"]]
+        out = make_runs(**{k: v for k, v in spec.items() if k != "case"})()
+        outputs[tuple(sorted(spec.items()))] = out if isinstance(out, tuple) else (out,)
+    diffs = []
+    for spec in specs:
+        ref = outputs[tuple(sorted({**spec, "impl": "grouped_conv"}.items()))]
+        ours = outputs[tuple(sorted(spec.items()))]
+        diffs.append(max(float((a.double() - b.double()).abs().max()) for a, b in zip(ours, ref)))
+    return diffs
 
 
 # ----------------------------------------------------------------------------- runner
@@ -156,21 +172,29 @@ def run_in_subprocess(spec, repeats, warmup, allocator):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def merge_rounds(rounds):
+    """One result from the same spec measured in several rounds: all times pooled."""
+    times = [t for r in rounds for t in r["times_s"]]
+    return {**rounds[0], "median_s": statistics.median(times), "min_s": min(times), "times_s": times,
+            "peak_mb": max(r["peak_mb"] for r in rounds), "rounds": len(rounds)}
+
+
 def table(results):
     """Markdown table; each bmm row carries its speed-up over grouped_conv in the same run."""
     ref = {
         (r["device"], r["mode"], r["num_instances"]): r for r in results if r.get("impl") == "grouped_conv"
     }
     lines = [
-        "| device | mode | instances | impl | median time | peak memory | speed-up vs grouped_conv |",
-        "|---|---|---|---|---|---|---|",
+        "| device | mode | instances | impl | median time | peak memory | speed-up vs grouped_conv | max abs diff |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         base = ref.get((r["device"], r["mode"], r["num_instances"]))
         speedup = f"{base['median_s'] / r['median_s']:.2f}x" if base and r is not base else ""
         lines.append(
             f"| {r['device']} | {r['mode']} | {r['num_instances']} | {r['impl']} | "
-            f"{1000 * r['median_s']:.1f} ms | {r['peak_mb']:.0f} MB | {speedup} |"
+            f"{1000 * r['median_s']:.1f} ms | {r['peak_mb']:.0f} MB | {speedup} | "
+            f"{r['max_abs_diff_vs_grouped_conv']:.1e} |"
         )
     return "\n".join(lines)
 
@@ -180,7 +204,8 @@ def main(argv=None):
     parser.add_argument("case", choices=sorted(CASES))
     parser.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
                         help="all = cpu, plus cuda when available")
-    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per process")
+    parser.add_argument("--rounds", type=int, default=3, help="processes per measurement, interleaved")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--allocator", default="stable", choices=["stable", "default"],
                         help="glibc malloc settings of the CPU measuring processes (see above)")
@@ -197,7 +222,16 @@ def main(argv=None):
         devices.remove("cuda")
     plan_fn, _ = CASES[args.case]
     plan = plan_fn(devices)
-    results = [run_in_subprocess(spec, args.repeats, args.warmup, args.allocator) for spec in tqdm(plan, desc=args.case)]
+    # rounds interleave the specs, so that a slow spell of a shared machine hits all of them
+    runs = [[] for _ in plan]
+    with tqdm(total=args.rounds * len(plan), desc=args.case) as bar:
+        for _ in range(args.rounds):
+            for i, spec in enumerate(plan):
+                runs[i].append(run_in_subprocess(spec, args.repeats, args.warmup, args.allocator))
+                bar.update()
+    results = [merge_rounds(r) for r in runs]
+    for r, diff in zip(results, agreement(plan)):
+        r["max_abs_diff_vs_grouped_conv"] = diff
 
     meta = {
         "case": args.case,
@@ -206,6 +240,7 @@ def main(argv=None):
         "threads": torch.get_num_threads(),
         "cpu_allocator": args.allocator,
         "repeats": args.repeats,
+        "rounds": args.rounds,
         "warmup": args.warmup,
         "gpu": torch.cuda.get_device_name(0) if "cuda" in devices else None,
     }
@@ -215,7 +250,8 @@ def main(argv=None):
         json.dump({"meta": meta, "results": results}, f, indent=1)
     print(f"\nwrote {path}")
     print(f"{args.case}: torch {meta['torch']}, {meta['threads']} threads, CPU allocator {args.allocator}, "
-          f"median of {args.repeats} runs after {args.warmup} warm-up")
+          f"median of {args.rounds} x {args.repeats} runs ({args.rounds} interleaved rounds of one process per "
+          f"measurement, {args.warmup} warm-up runs each)")
     print(table(results))
 
 

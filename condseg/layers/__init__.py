@@ -1,7 +1,8 @@
 """Reusable tensor ops; nothing here imports from ``condseg.modeling``."""
 from .geometry import aligned_bilinear, compute_locations
 from .dynamic_conv import dynamic_layer_shapes, dynamic_mask_heads, dynamic_param_counts, parse_dynamic_params
-from .losses import dice_loss, iou_loss, sigmoid_focal_loss, upsampled_dice_loss
+from .dynamic_mask_loss import dynamic_mask_dice_loss
+from .losses import dice_loss, iou_loss, sigmoid_focal_loss
 
 __all__ = [
     "aligned_bilinear",
@@ -9,9 +10,9 @@ __all__ = [
     "dice_loss",
     "dynamic_layer_shapes",
     "dynamic_mask_heads",
+    "dynamic_mask_dice_loss",
     "dynamic_param_counts",
     "iou_loss",
     "parse_dynamic_params",
     "sigmoid_focal_loss",
-    "upsampled_dice_loss",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "parse_dynamic_params",
     "relative_coords",
     "dynamic_mask_heads",
+    "bmm_operands",
     "IMPLS",
 ]
 
@@ -100,33 +101,44 @@ def _heads_grouped_conv(mask_feats, im_inds, rel, weights, biases):
     return x.reshape(n, 1, h, w)
 
 
-def _heads_bmm(mask_feats, im_inds, locations, soi, grid, weights, biases):
-    """Batched-matmul heads. Instances are processed grouped by image (only the final
-    one-channel output is put back in the caller's order). The first layer is one GEMM
-    per image over ``[grid_x; grid_y; features]``: the coordinate inputs
-    ``(loc - g) / soi`` are affine in the pixel grid ``g``, so their weights become
-    ``-W_rel / soi`` on the grid rows plus ``W_rel . loc / soi`` in the bias."""
+def bmm_operands(mask_feats, params, im_inds, locations, soi, layer_shapes, mask_feat_stride=8, rel_coords=True):
+    """The operands of the bmm formulation, instances grouped by image.
+
+    The first layer becomes one GEMM per image over ``rows = [grid_x; grid_y; features]``:
+    the coordinate inputs ``(loc - g) / soi`` are affine in the pixel grid ``g``, so their
+    weights become ``-W_rel / soi`` on the grid rows plus ``W_rel . loc / soi`` in the bias.
+
+    Returns:
+        ``order``: ``(N,)`` instance indices sorted by image (stable); ``counts``: instances
+        per image (list of B ints); ``rows``: ``(B, K, H*W)`` with K = C (+2);
+        ``weights`` / ``biases``: per layer ``(N, out, in)`` / ``(N, out)`` in ``order``.
+    """
     b, c, h, w = mask_feats.shape
-    n = im_inds.numel()
     order = torch.argsort(im_inds, stable=True)
     counts = torch.bincount(im_inds, minlength=b).tolist()
-    w0, b0 = weights[0][order], biases[0][order]
-    out = w0.shape[1]
+    weights, biases = parse_dynamic_params(params[order], layer_shapes)
     feats = mask_feats.reshape(b, c, h * w)
-    if locations is not None:
-        scaled = w0[:, :, :2] / soi[order].to(w0.dtype)[:, None, None]  # (N, out, 2)
-        b0 = b0 + (scaled * locations[order].to(w0.dtype)[:, None, :]).sum(dim=2)
-        w0 = torch.cat([-scaled, w0[:, :, 2:]], dim=2)
-        rows = torch.cat([grid.to(feats.dtype).t()[None].expand(b, 2, h * w), feats], dim=1)  # (B, 2 + C, P)
-    else:
-        rows = feats
-    x = torch.cat(
-        [(wb.reshape(-1, wb.shape[2]) @ rows[i]).reshape(-1, out, h * w) for i, wb in enumerate(w0.split(counts)) if wb.shape[0]]
-    )
-    x = x + b0[:, :, None]
+    if not rel_coords:
+        return order, counts, feats, weights, biases
+    w0, b0 = weights[0], biases[0]
+    scaled = w0[:, :, :2] / soi[order].to(w0.dtype)[:, None, None]  # (N, out, 2)
+    biases[0] = b0 + (scaled * locations[order].to(w0.dtype)[:, None, :]).sum(dim=2)
+    weights[0] = torch.cat([-scaled, w0[:, :, 2:]], dim=2)
+    grid = compute_locations(h, w, mask_feat_stride, device=mask_feats.device).to(feats.dtype)
+    rows = torch.cat([grid.t()[None].expand(b, 2, h * w), feats], dim=1)  # (B, 2 + C, P)
+    return order, counts, rows, weights, biases
+
+
+def _heads_bmm(rows, counts, weights, biases):
+    """``(N, 1, H*W)`` logits in image order: one GEMM per image for the first layer,
+    then batched matmuls."""
+    out, k = weights[0].shape[1:]
+    p = rows.shape[2]
+    x = torch.cat([(wb.reshape(-1, k) @ rows[i]).reshape(-1, out, p) for i, wb in enumerate(weights[0].split(counts)) if wb.shape[0]])
+    x = x + biases[0][:, :, None]
     for wk, bk in zip(weights[1:], biases[1:]):
-        x = torch.baddbmm(bk[order][:, :, None], wk[order], F.relu(x))
-    return x[torch.argsort(order)].reshape(n, 1, h, w)
+        x = torch.baddbmm(bk[:, :, None], wk, F.relu(x))
+    return x
 
 
 def dynamic_mask_heads(
@@ -159,9 +171,12 @@ def dynamic_mask_heads(
     h, w = mask_feats.shape[2:]
     if n == 0:  # empty, but still attached to the graph of both inputs
         return params.new_zeros((0, 1, h, w)) + 0 * (params.sum() + mask_feats.sum())
-    weights, biases = parse_dynamic_params(params, layer_shapes)
-    grid = compute_locations(h, w, mask_feat_stride, device=mask_feats.device)
     if impl == "grouped_conv":
+        weights, biases = parse_dynamic_params(params, layer_shapes)
+        grid = compute_locations(h, w, mask_feat_stride, device=mask_feats.device)
         rel = relative_coords(locations, soi, grid) if rel_coords else None
         return _heads_grouped_conv(mask_feats, im_inds, rel, weights, biases)
-    return _heads_bmm(mask_feats, im_inds, locations if rel_coords else None, soi, grid, weights, biases)
+    order, counts, rows, weights, biases = bmm_operands(
+        mask_feats, params, im_inds, locations, soi, layer_shapes, mask_feat_stride, rel_coords
+    )
+    return _heads_bmm(rows, counts, weights, biases)[torch.argsort(order)].reshape(n, 1, h, w)

@@ -6,7 +6,7 @@ feature-map cell (row i, column j) at stride s is its centre
 """
 import torch
 
-__all__ = ["compute_locations", "aligned_bilinear"]
+__all__ = ["compute_locations", "aligned_bilinear", "aligned_bilinear_adjoint"]
 
 
 def compute_locations(height: int, width: int, stride: int, device=None) -> torch.Tensor:
@@ -57,3 +57,41 @@ def aligned_bilinear(x: torch.Tensor, factor: int) -> torch.Tensor:
     if factor == 1:
         return x
     return _aligned_linear_1d(_aligned_linear_1d(x, factor, 2), factor, 3)
+
+
+def _aligned_linear_1d_adjoint(grad: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
+    """Adjoint of :func:`_aligned_linear_1d`: length ``factor * n`` -> n along ``dim``.
+
+    Forward, with ``pad = factor // 2`` and ``x[n] := x[n - 1]``: ``y[q] = x[0]`` for
+    ``q < pad``, else ``y[q] = Y[q - pad]`` where
+    ``Y[f k + r] = (1 - r / f) x[k] + (r / f) x[k + 1]``."""
+    m = grad.shape[dim]
+    n = m // factor
+    pad = factor // 2
+    g_y = grad.narrow(dim, pad, m - pad)  # the gradient of Y; zero for its last pad entries
+    if pad:
+        zeros = grad.new_zeros(()).expand(*[pad if d == dim else s for d, s in enumerate(grad.shape)])
+        g_y = torch.cat([g_y, zeros], dim=dim)
+    g_y = g_y.unflatten(dim, (n, factor))
+    # weights (1 - r / f) on x[k] and r / f on x[k + 1]
+    to_k = torch.add(g_y.select(dim + 1, 0), g_y.select(dim + 1, 1), alpha=1 - 1 / factor)
+    to_next = g_y.select(dim + 1, 1) * (1 / factor)
+    for r in range(2, factor):
+        g_r = g_y.select(dim + 1, r)
+        to_k.add_(g_r, alpha=1 - r / factor)
+        to_next.add_(g_r, alpha=r / factor)
+    to_k.narrow(dim, 1, n - 1).add_(to_next.narrow(dim, 0, n - 1))
+    to_k.narrow(dim, n - 1, 1).add_(to_next.narrow(dim, n - 1, 1))  # x[n] is x[n - 1]
+    if pad:
+        to_k.narrow(dim, 0, 1).add_(grad.narrow(dim, 0, pad).sum(dim, keepdim=True))
+    return to_k
+
+
+def aligned_bilinear_adjoint(grad: torch.Tensor, factor: int) -> torch.Tensor:
+    """The gradient w.r.t. the input of :func:`aligned_bilinear` (a linear map) given the
+    gradient ``(N, C, factor*H, factor*W)`` w.r.t. its output: ``(N, C, H, W)``. Equal to
+    autograd's, without building a graph (fused losses call it directly)."""
+    factor = int(factor)
+    if factor == 1:
+        return grad
+    return _aligned_linear_1d_adjoint(_aligned_linear_1d_adjoint(grad, factor, 3), factor, 2)

@@ -2,9 +2,8 @@
 import torch
 import torch.nn.functional as F
 
-from .geometry import aligned_bilinear
 
-__all__ = ["sigmoid_focal_loss", "iou_loss", "dice_loss", "upsampled_dice_loss"]
+__all__ = ["sigmoid_focal_loss", "iou_loss", "dice_loss"]
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
@@ -71,54 +70,3 @@ def dice_loss(scores: torch.Tensor, targets: torch.Tensor, eps: float = 1e-5) ->
     inter = (scores * targets).sum(dim=1)
     union = (scores * scores).sum(dim=1) + (targets * targets).sum(dim=1) + eps
     return 1.0 - 2.0 * inter / union
-
-
-class _UpsampledDiceLoss(torch.autograd.Function):
-    """Dice loss of ``sigmoid(aligned_bilinear(logits, factor))`` computed in blocks of
-    instances. Nothing of full resolution is stored for the backward: each block is
-    recomputed there, so every pass stays in cache."""
-
-    @staticmethod
-    def _block_forward(low, targets, factor, eps):
-        scores = aligned_bilinear(low, factor).sigmoid()
-        return dice_loss(scores, targets, eps), scores
-
-    @staticmethod
-    def forward(ctx, low, targets, factor, eps, block):
-        ctx.save_for_backward(low, targets)
-        ctx.factor, ctx.eps, ctx.block = factor, eps, block
-        if low.shape[0] == 0:
-            return low.new_zeros(0)
-        with torch.no_grad():
-            losses = [
-                _UpsampledDiceLoss._block_forward(lo, t, factor, eps)[0]
-                for lo, t in zip(low.split(block), targets.split(block))
-            ]
-        return torch.cat(losses)
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        low, targets = ctx.saved_tensors
-        grads = []
-        for lo, t, g in zip(low.split(ctx.block), targets.split(ctx.block), grad_loss.split(ctx.block)):
-            with torch.enable_grad():
-                lo = lo.detach().requires_grad_(True)
-                loss, _ = _UpsampledDiceLoss._block_forward(lo, t, ctx.factor, ctx.eps)
-                grads.append(torch.autograd.grad(loss, lo, g)[0])
-        grad_low = torch.cat(grads) if grads else torch.zeros_like(low)
-        return grad_low, None, None, None, None
-
-
-def upsampled_dice_loss(logits: torch.Tensor, targets: torch.Tensor, factor: int, eps: float = 1e-5,
-                        block: int = 16) -> torch.Tensor:
-    """Per-instance ``dice_loss(sigmoid(aligned_bilinear(logits, factor)), targets)``.
-
-    Args:
-        logits: ``(N, 1, h, w)`` mask logits at the mask-feature stride.
-        targets: ``(N, 1, factor*h, factor*w)`` 0/1 masks at the output stride.
-        block: instances per block (memory-bound passes stay in cache).
-    Returns:
-        ``(N,)`` losses, differentiable w.r.t. ``logits``; equal to the unfused
-        computation, with no full-resolution tensor kept for the backward.
-    """
-    return _UpsampledDiceLoss.apply(logits, targets.to(logits.dtype), factor, eps, block)

@@ -138,24 +138,15 @@ def test_dice_loss_matches_fixture(fixture):
     assert per_instance[5].item() == 1.0  # empty target
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_blocked_upsampled_dice_loss_matches_fixture_and_gradients(fixture, impl):
-    from condseg.layers import upsampled_dice_loss
-
-    d = fixture("condinst", "dynamic_mask_head.pt")
-    params, feats, low, _ = _run(d, impl, requires_grad=True)
-    targets = d["gt_bitmasks"][d["gt_inds"]][:, None]
-    per_instance = upsampled_dice_loss(low, targets, factor=2, block=2)  # blocks of 2, 2, 1
-    torch.testing.assert_close(per_instance, d["per_instance_dice_loss"], atol=1e-6, rtol=1e-5)
-    per_instance.mean().backward()
-    torch.testing.assert_close(params.grad, d["grad_mask_head_params"], atol=1e-6, rtol=1e-4)
-    torch.testing.assert_close(feats.grad, d["grad_mask_feats"], atol=1e-6, rtol=1e-4)
 
 
-def test_blocked_upsampled_dice_loss_gradcheck():
-    from condseg.layers import upsampled_dice_loss
+@pytest.mark.parametrize("factor", [1, 2, 3, 4])
+def test_aligned_bilinear_adjoint_equals_autograd(factor):
+    from condseg.layers.geometry import aligned_bilinear_adjoint
 
-    torch.manual_seed(0)
-    low = torch.randn(5, 1, 3, 4, dtype=torch.float64, requires_grad=True)
-    targets = (torch.rand(5, 1, 6, 8) > 0.5).double()
-    assert torch.autograd.gradcheck(lambda x: upsampled_dice_loss(x, targets, 2, block=2), (low,))
+    torch.manual_seed(factor)
+    x = torch.randn(3, 2, 5, 7, dtype=torch.float64, requires_grad=True)
+    y = aligned_bilinear(x, factor)
+    grad = torch.randn_like(y)
+    expected = torch.autograd.grad(y, x, grad)[0]
+    torch.testing.assert_close(aligned_bilinear_adjoint(grad, factor), expected, atol=1e-13, rtol=1e-13)

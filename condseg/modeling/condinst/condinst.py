@@ -12,12 +12,12 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import BitMasks, Instances, PolygonMasks
 from torch import nn
 
-from condseg.layers import aligned_bilinear, dice_loss, dynamic_layer_shapes, dynamic_mask_heads
+from condseg.layers import aligned_bilinear, dice_loss, dynamic_layer_shapes, dynamic_mask_dice_loss, dynamic_mask_heads
 from condseg.layers.dynamic_conv import IMPLS
 
 from ..fcos.detector import FCOSDetector, gt_instances_of, preprocess_images
 from ..fcos.targets import mask_centroids
-from .mask_branch import MaskBranch
+from .mask_branch import MaskBranch, semantic_loss, semantic_targets
 
 __all__ = ["CondInst", "gt_bitmasks_padded", "select_training_instances", "postprocess_masks"]
 
@@ -77,8 +77,6 @@ class CondInst(FCOSDetector):
         c = cfg.MODEL.CONDINST
         if c.MAX_PROPOSALS > 0 and c.TOPK_PROPOSALS_PER_IM > 0:
             raise ValueError("MODEL.CONDINST.MAX_PROPOSALS and MODEL.CONDINST.TOPK_PROPOSALS_PER_IM cannot both be on")
-        if c.MASK_BRANCH.SEMANTIC_LOSS_ON:
-            raise NotImplementedError("MODEL.CONDINST.MASK_BRANCH.SEMANTIC_LOSS_ON is not implemented yet")
         impl = c.MASK_HEAD.IMPL
         if impl != "auto" and impl not in IMPLS:
             raise ValueError(f"MODEL.CONDINST.MASK_HEAD.IMPL must be 'auto' or one of {IMPLS}, got {impl!r}")
@@ -89,7 +87,11 @@ class CondInst(FCOSDetector):
         self.mask_branch = MaskBranch(
             shapes, c.MASK_BRANCH.IN_FEATURES, c.MASK_BRANCH.CHANNELS, c.MASK_BRANCH.NUM_CONVS,
             c.MASK_BRANCH.OUT_CHANNELS, c.MASK_BRANCH.NORM,
+            num_classes=cfg.MODEL.FCOS.NUM_CLASSES if c.MASK_BRANCH.SEMANTIC_LOSS_ON else None,
+            prior_prob=cfg.MODEL.FCOS.PRIOR_PROB,
         )
+        self.semantic_loss_on = c.MASK_BRANCH.SEMANTIC_LOSS_ON
+        self.focal_alpha, self.focal_gamma = cfg.MODEL.FCOS.LOSS_ALPHA, cfg.MODEL.FCOS.LOSS_GAMMA
         self.rel_coords = not c.MASK_HEAD.DISABLE_REL_COORDS
         self.layer_shapes = dynamic_layer_shapes(
             c.MASK_BRANCH.OUT_CHANNELS, c.MASK_HEAD.CHANNELS, c.MASK_HEAD.NUM_LAYERS, self.rel_coords
@@ -120,6 +122,20 @@ class CondInst(FCOSDetector):
         )
         return aligned_bilinear(low, self.mask_branch.out_stride // self.mask_out_stride)
 
+    def _mask_loss(self, mask_feats, chosen: Instances, targets: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` dice losses of the chosen instances' masks against ``(N, 1, h, w)``
+        targets at ``MASK_OUT_STRIDE``: fused and blocked for bmm (same values and
+        gradients), the published computation for grouped_conv."""
+        targets = targets.to(mask_feats.dtype)
+        if self.head_impl == "bmm":
+            return dynamic_mask_dice_loss(
+                mask_feats, chosen.top_feats, chosen.im_inds, chosen.locations,
+                self.sizes_of_interest[chosen.fpn_levels], self.layer_shapes, targets, self.mask_branch.out_stride,
+                self.mask_branch.out_stride // self.mask_out_stride, self.rel_coords,
+            )
+        logits = self._mask_logits(mask_feats, chosen.top_feats, chosen.im_inds, chosen.locations, chosen.fpn_levels)
+        return dice_loss(logits.sigmoid(), targets)
+
     def forward(self, batched_inputs: List[Dict]):
         images = preprocess_images(batched_inputs, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility)
         features = self.backbone(images.tensor)
@@ -139,9 +155,14 @@ class CondInst(FCOSDetector):
             if len(chosen) == 0:  # zero, connected to the graph
                 losses["loss_mask"] = mask_feats.sum() * 0 + positives.top_feats.sum() * 0
             else:
-                logits = self._mask_logits(mask_feats, chosen.top_feats, chosen.im_inds, chosen.locations, chosen.fpn_levels)
-                target = targets[chosen.gt_inds][:, None].to(logits.dtype)
-                losses["loss_mask"] = dice_loss(logits.sigmoid(), target).mean()
+                losses["loss_mask"] = self._mask_loss(mask_feats, chosen, targets[chosen.gt_inds][:, None]).mean()
+            if self.semantic_loss_on:
+                sem_targets = torch.stack(
+                    [semantic_targets(m, x.gt_classes, self.mask_branch.out_stride) for m, x in zip(full, gt)]
+                )
+                losses["loss_sem"] = semantic_loss(
+                    self.mask_branch.semantic_logits(features), sem_targets, self.focal_alpha, self.focal_gamma
+                )
             return losses
 
         dets, _ = self.proposal_generator(images, features, None, self.controller)
