@@ -6,7 +6,7 @@ target, so the whole chain (head layers, upsampling, sigmoid, dice, and their gr
 runs in blocks of a few instances whose tensors stay in the CPU cache, instead of as a
 dozen passes over ``(N, C, H, W)`` tensors that do not. Nothing of full resolution is
 kept: the forward stores only the gradients of the losses w.r.t. the parameters and
-the shared rows, which the backward scales by the incoming gradient. Those are exact
+the mask features, which the backward scales by the incoming gradient. Those are exact
 for any incoming gradient that is uniform over the instances of each image (the mean
 loss CondInst uses); any other one triggers a second, recomputing pass, so the result
 is always exact.
@@ -102,6 +102,7 @@ def _run_blocks(rows, num_grad_rows, counts, weights, biases, targets, order, si
 
 class _FusedDynamicMaskDice(torch.autograd.Function):
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # mixed precision: computed in float32
     def forward(ctx, rows, feats, targets, order, counts, size, factor, eps, block, *weights_and_biases):
         num = len(weights_and_biases) // 2
         weights, biases = list(weights_and_biases[:num]), list(weights_and_biases[num:])
@@ -119,11 +120,12 @@ class _FusedDynamicMaskDice(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_losses):
         counts, size, factor, eps, block, num = ctx.config
         rows, targets, order, d_feats, *rest = ctx.saved_tensors
         weights, biases, grads = rest[:num], rest[num : 2 * num], rest[2 * num :]
-        per_image = [g for g in grad_losses.split(counts)]
+        per_image = list(grad_losses.split(counts))
         firsts = torch.stack([g[0] if g.numel() else g.new_zeros(()) for g in per_image])
         if all(bool((g == g[0]).all()) for g in per_image if g.numel()):  # uniform per image: scale
             scaled = [g * grad_losses.view(-1, *[1] * (g.dim() - 1)) for g in grads]

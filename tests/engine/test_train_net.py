@@ -10,15 +10,21 @@ import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart", "fcos_R18_shapes.yaml")
-TINY = [
-    "MODEL.RESNETS.STEM_OUT_CHANNELS", "16", "MODEL.RESNETS.RES2_OUT_CHANNELS", "16",
-    # 64 channels = 2 per GroupNorm group: GN needs > 1 value per group even on a 1x1 P7
-    "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.FCOS.NUM_CLS_CONVS", "1", "MODEL.FCOS.NUM_BOX_CONVS", "1",
+CONDINST_QUICKSTART = os.path.join(ROOT, "configs", "quickstart", "condinst_R18_shapes.yaml")
+MASK_RCNN_QUICKSTART = os.path.join(ROOT, "configs", "quickstart", "mask_rcnn_R18_shapes.yaml")
+TINY_BACKBONE = ["MODEL.RESNETS.STEM_OUT_CHANNELS", "16", "MODEL.RESNETS.RES2_OUT_CHANNELS", "16"]
+TINY_DATA = [
     "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "128",
     "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "128",
     "DATASETS.SHAPES.NUM_TRAIN", "16", "DATASETS.SHAPES.NUM_VAL", "6",
     "DATASETS.SHAPES.MIN_SIZE", "96", "DATASETS.SHAPES.MAX_SIZE", "128",
     "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "5", "SOLVER.CHECKPOINT_PERIOD", "100000",
+]
+TINY = [
+    *TINY_BACKBONE,
+    # 64 channels = 2 per GroupNorm group: GN needs > 1 value per group even on a 1x1 P7
+    "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.FCOS.NUM_CLS_CONVS", "1", "MODEL.FCOS.NUM_BOX_CONVS", "1",
+    *TINY_DATA,
     # an untrained model may score below the default threshold: keep every candidate
     "MODEL.FCOS.INFERENCE_TH_TEST", "0.0",
 ]
@@ -64,6 +70,32 @@ def test_tiny_training_loss_decreases_and_evaluation_reports_ap(tmp_path):
     assert "condseg_shapes_val bbox: AP" in log and "Outputs (checkpoints" in log  # closing summary
     assert (out / "model_final.pth").exists()
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(out))
+
+
+@pytest.mark.slow
+def test_condinst_trains_and_reports_segm_and_bbox_ap(tmp_path):
+    out = tmp_path / "out"
+    log = run_train_net(
+        tmp_path, "--config-file", CONDINST_QUICKSTART, *TINY, "MODEL.CONDINST.MASK_BRANCH.CHANNELS", "16",
+        "SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "30", "SOLVER.STEPS", "(25,)", "OUTPUT_DIR", str(out),
+    )
+    metrics = read_metrics(out)
+    masks = [m["loss_mask"] for m in metrics if "loss_mask" in m]
+    assert masks and all(0 <= x <= 1 for x in masks)
+    final = metrics[-1]
+    assert "segm/AP" in final and "bbox/AP" in final, sorted(final)
+    assert "condseg_shapes_val segm: AP" in log and "condseg_shapes_val bbox: AP" in log
+
+
+@pytest.mark.slow
+def test_mask_rcnn_baseline_trains_through_the_same_cli(tmp_path):
+    out = tmp_path / "out"
+    log = run_train_net(
+        tmp_path, "--config-file", MASK_RCNN_QUICKSTART, *TINY_BACKBONE, *TINY_DATA,
+        "MODEL.RPN.POST_NMS_TOPK_TEST", "100", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "4",
+        "OUTPUT_DIR", str(out),
+    )
+    assert "condseg_shapes_val segm: AP" in log and "condseg_shapes_val bbox: AP" in log
 
 
 @pytest.mark.slow
