@@ -67,7 +67,7 @@ def add_condseg_config(cfg: CN) -> None:
     _C.MODEL.CONDINST.MASK_HEAD.NUM_LAYERS = 3  # 1x1 conv layers of the dynamic mask head
     _C.MODEL.CONDINST.MASK_HEAD.USE_FP16 = False  # kept for config compatibility (unused)
     _C.MODEL.CONDINST.MASK_HEAD.DISABLE_REL_COORDS = False  # drop the 2 relative-coordinate inputs
-    _C.MODEL.CONDINST.MASK_HEAD.IMPL = "auto"  # "auto" | "grouped_conv" | "bmm": how heads are applied
+    _C.MODEL.CONDINST.MASK_HEAD.IMPL = "auto"  # how heads run: "grouped_conv" (published), "bmm" (matmuls, fused loss), "auto" = bmm
     _C.MODEL.CONDINST.MASK_BRANCH = CN()
     _C.MODEL.CONDINST.MASK_BRANCH.OUT_CHANNELS = 8  # channels of the shared mask feature map
     _C.MODEL.CONDINST.MASK_BRANCH.IN_FEATURES = ["p3", "p4", "p5"]  # FPN levels fused (first = output stride)
