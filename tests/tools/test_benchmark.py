@@ -1,0 +1,27 @@
+"""tools/benchmark.py: the mask-head case's formulations agree, and results are tabulated."""
+import importlib.util
+import os
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def _benchmark_module():
+    spec = importlib.util.spec_from_file_location("condseg_benchmark", os.path.join(ROOT, "tools", "benchmark.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mask_head_formulations_agree_and_rows_carry_the_ratio():
+    bench = _benchmark_module()
+    specs = [s for s in bench.mask_head_plan(["cpu"]) if s["num_instances"] == 50]
+    assert {s["impl"] for s in specs if s["mode"] == "train"} == {"grouped_conv", "bmm", "bmm+fused_loss"}
+    diffs = bench.agreement(specs)
+    assert max(diffs) < 1e-5, list(zip([s["impl"] for s in specs], diffs))
+
+    rounds = [{**specs[0], "median_s": m, "min_s": m, "times_s": [m], "peak_mb": p} for m, p in ((0.2, 10), (0.4, 30))]
+    merged = bench.merge_rounds(rounds)
+    assert merged["times_s"] == [0.2, 0.4] and merged["peak_mb"] == 30 and merged["rounds"] == 2
+    fast = {**merged, "impl": "bmm", "median_s": 0.15, "max_abs_diff_vs_grouped_conv": 1e-8}
+    text = bench.table([{**merged, "max_abs_diff_vs_grouped_conv": 0.0}, fast])
+    assert "| bmm | 150.0 ms | 30 MB | 2.00x | 1.0e-08 |" in text
