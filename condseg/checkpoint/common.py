@@ -57,17 +57,21 @@ class ConversionReport:
     checks: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
 
+    def original_name(self, key: str) -> Optional[str]:
+        """The checkpoint's name of ``key`` (a condseg name) if it was renamed, else None."""
+        return next((old for old, new in self.renamed.items() if new == key), None)
+
     def drop(self, state_dict: StateDict, key: str, reason: str) -> None:
         """Remove ``key`` from a converted ``state_dict`` and record it under its name in
         the checkpoint."""
         del state_dict[key]
-        original = next((old for old, new in self.renamed.items() if new == key), key)
+        original = self.original_name(key) or key
         self.renamed.pop(original, None)
         self.dropped[original] = reason
 
     def checkpoint_name(self, key: str) -> str:
         """``key`` (a condseg name), with its name in the checkpoint when it was renamed."""
-        old = next((old for old, new in self.renamed.items() if new == key), None)
+        old = self.original_name(key)
         return f"{key} ({old} in the checkpoint)" if old else key
 
     def summary(self, num_output: int) -> str:
