@@ -126,8 +126,8 @@ class _FusedDynamicMaskDice(torch.autograd.Function):
         rows, targets, order, d_feats, *rest = ctx.saved_tensors
         weights, biases, grads = rest[:num], rest[num : 2 * num], rest[2 * num :]
         per_image = list(grad_losses.split(counts))
-        firsts = torch.stack([g[0] if g.numel() else g.new_zeros(()) for g in per_image])
         if all(bool((g == g[0]).all()) for g in per_image if g.numel()):  # uniform per image: scale
+            firsts = torch.stack([g[0] if g.numel() else g.new_zeros(()) for g in per_image])
             scaled = [g * grad_losses.view(-1, *[1] * (g.dim() - 1)) for g in grads]
             d_feats = d_feats * firsts[:, None, None]
         else:  # recompute with these weights
