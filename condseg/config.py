@@ -76,6 +76,23 @@ def add_condseg_config(cfg: CN) -> None:
     _C.MODEL.CONDINST.MASK_BRANCH.NUM_CONVS = 4  # 3x3 convs after the fusion
     _C.MODEL.CONDINST.MASK_BRANCH.SEMANTIC_LOSS_ON = False  # auxiliary semantic-segmentation loss
 
+    # ------------------------------------------------- dynamic convolutions
+    # Per-stage convolution of the ResNet blocks (res2..res5). detectron2's own keys
+    # MODEL.RESNETS.DEFORM_ON_PER_STAGE / DEFORM_MODULATED / DEFORM_NUM_GROUPS select
+    # DCNv2 (modulated) or DCNv1 on the 3x3 convs (condseg.layers.DeformConv2d: torchvision's
+    # deform_conv2d, or grid_sample + one matmul, much faster on CPUs).
+    # ODConv (the OD-ResNet layout) replaces every block conv (1x1 and 3x3) of a stage;
+    # the stem and the shortcut convs stay plain. A stage cannot be both.
+    _C.MODEL.RESNETS.DEFORM_IMPL = "auto"  # deformable conv: "auto" (grid_sample on CPU, torchvision on CUDA), "torchvision", "grid_sample"
+    _C.MODEL.ODCONV = CN()
+    _C.MODEL.ODCONV.ON_PER_STAGE = [False, False, False, False]  # ODConv in the blocks of res2..res5
+    _C.MODEL.ODCONV.KERNEL_NUM = 4  # candidate kernels n per ODConv (1 = "ODConv 1x", 4 = "4x")
+    _C.MODEL.ODCONV.REDUCTION = 0.0625  # attention hidden width = max(int(C_in * REDUCTION), 16)
+    _C.MODEL.ODCONV.IMPL = "auto"  # formulation: "auto" (fastest for shape/device) or one of condseg.layers.odconv.IMPLS
+    _C.MODEL.ODCONV.ATTENTION_BN_EVAL = True  # attention BNs use running stats in training too (published norm_eval)
+    _C.MODEL.ODCONV.TEMPERATURE_INIT = 1.0  # attention temperature at iteration 0 (published ImageNet training: 30)
+    _C.MODEL.ODCONV.TEMPERATURE_ITERS = 0  # anneal linearly to 1 over this many iterations (0: constant 1)
+
     # ------------------------------------------------------------- solver
     _C.SOLVER.OPTIMIZER = "SGD"  # "SGD" (detectron2's, with SOLVER.MOMENTUM) or "ADAMW"
 

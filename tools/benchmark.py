@@ -3,6 +3,7 @@
 
   python tools/benchmark.py mask-head                  # CPU, and CUDA when available
   python tools/benchmark.py mask-head --device cpu --rounds 3 --repeats 5 --json out.json
+  python tools/benchmark.py odconv --only stage=res4 batch=8      # a subset of a case
 
 Cases
   mask-head   CondInst dynamic mask heads, the published grouped-convolution formulation
@@ -12,6 +13,14 @@ Cases
               backward; also "bmm+fused_loss", condseg's training path, where heads,
               upsampling, sigmoid, dice and their gradients run together in cache-sized
               blocks of instances) and inference (forward + sigmoid, no grad).
+  odconv      ODConv 3x3 (C -> C) at ResNet-50 stage shapes of an 800x1216 input (res2-res5:
+              64-512 channels at strides 4-32), batch 2 and 8, kernel_num 1 and 4: the
+              published formulation ("batch_groups": the batch folded into the groups of
+              one convolution) against condseg's others; training step (forward + backward
+              of sum(out * g), train mode) and inference.
+  dcn         DCNv2 3x3 (offset/mask predictor + deformable conv, as torchvision's
+              deform_conv2d and as condseg's grid_sample formulation) against a plain 3x3
+              conv of the same shape, res3-res5 at batch 2.
 
 Every measurement runs in fresh processes, so its peak memory is its own: on the CPU
 the growth of the process's peak RSS over its state before the first run, on CUDA
@@ -110,24 +119,157 @@ def mask_head_plan(devices):
     ]
 
 
-CASES = {"mask-head": (mask_head_plan, mask_head_runs)}
+CASES = {}  # name -> Case; filled below each case's functions
+
+
+class Case:
+    """A benchmark case: ``plan(devices)`` lists the specs (dicts with ``device``, ``mode``,
+    ``impl`` and the case's size keys), ``runs(**spec)`` returns a zero-argument function
+    doing one run and returning its outputs (tensors, compared across formulations);
+    rows are compared with the ``baseline`` formulation of the same ``size`` keys (speed,
+    and outputs where ``comparable``)."""
+
+    def __init__(self, plan, runs, baseline, size, comparable=True):
+        self.plan, self.runs, self.baseline, self.size = plan, runs, baseline, tuple(size)
+        self.comparable = comparable  # False: formulations compute different things (no diff column)
+
+    def group(self, spec) -> tuple:
+        return (spec["device"], spec["mode"]) + tuple(spec[k] for k in self.size)
+
+
+CASES["mask-head"] = Case(mask_head_plan, mask_head_runs, "grouped_conv", ("num_instances",))
 
 
 def agreement(specs):
     """Largest absolute difference of every spec's outputs (loss and gradients, or
-    masks) from those of the ``grouped_conv`` spec of the same device, mode and size,
-    computed in this process (one run each)."""
+    outputs) from those of its case's baseline formulation on the same device, mode and
+    size, computed in this process (one run each)."""
+    if not all(CASES[spec["case"]].comparable for spec in specs):
+        return [None] * len(specs)
     outputs = {}
     for spec in specs:
-        _, make_runs = CASES[spec["case"]]
-        out = make_runs(**{k: v for k, v in spec.items() if k != "case"})()
+        out = CASES[spec["case"]].runs(**{k: v for k, v in spec.items() if k != "case"})()
         outputs[tuple(sorted(spec.items()))] = out if isinstance(out, tuple) else (out,)
     diffs = []
     for spec in specs:
-        ref = outputs[tuple(sorted({**spec, "impl": "grouped_conv"}.items()))]
+        ref = outputs[tuple(sorted({**spec, "impl": CASES[spec["case"]].baseline}.items()))]
         ours = outputs[tuple(sorted(spec.items()))]
         diffs.append(max(float((a.double() - b.double()).abs().max()) for a, b in zip(ours, ref)))
     return diffs
+
+
+# ----------------------------------------------------------------------------- odconv / dcn
+# ResNet-50 stages at an 800x1216 input: channels of the 3x3 convs and the stride.
+RESNET50_STAGES = {"res2": (64, 4), "res3": (128, 8), "res4": (256, 16), "res5": (512, 32)}
+INPUT_HW = (800, 1216)
+
+
+def _conv_input(stage: str, batch: int, device: str, seed: int = 0):
+    import torch
+
+    channels, stride = RESNET50_STAGES[stage]
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, channels, INPUT_HW[0] // stride, INPUT_HW[1] // stride, generator=g).to(device)
+
+
+def _conv_run(layer, x, mode, call=None):
+    """One run of ``layer`` on ``x``: train = forward + backward of ``sum(out * g)``
+    (returns the output and the input and weight gradients), infer = forward, no grad."""
+    import torch
+
+    call = call or layer
+    if mode == "infer":
+        layer.eval()
+
+        def run():
+            with torch.no_grad():
+                return call(x)
+
+        return run
+    x.requires_grad_(True)
+    g = torch.randn_like(call(x).detach())
+
+    def run():
+        out = call(x)
+        (out * g).sum().backward()
+        grads = (out.detach(), x.grad, layer.weight.grad)
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+        return grads
+
+    return run
+
+
+def odconv_runs(device: str, impl: str, stage: str, batch: int, kernel_num: int, mode: str, seed: int = 0):
+    """ODConv 3x3 (C -> C, padding 1) at a ResNet-50 stage shape, formulation ``impl``
+    (``condseg.layers.odconv.IMPLS``; ``batch_groups`` is the published one). Training
+    runs in train mode (attention BN on batch statistics), as in a training step."""
+    import torch
+
+    from condseg.layers import ODConv2d
+
+    channels, _ = RESNET50_STAGES[stage]
+    torch.manual_seed(seed)
+    layer = ODConv2d(channels, channels, 3, padding=1, kernel_num=kernel_num, impl=impl).to(device)
+    return _conv_run(layer, _conv_input(stage, batch, device, seed), mode)
+
+
+def odconv_plan(devices):
+    from condseg.layers.odconv import IMPLS
+
+    impls = ["batch_groups"] + [i for i in IMPLS if i not in ("batch_groups", "pointwise")]
+    return [
+        {"case": "odconv", "device": d, "impl": impl, "stage": stage, "batch": batch, "kernel_num": kn, "mode": mode}
+        for d in devices
+        for mode in ("train", "infer")
+        for stage in RESNET50_STAGES
+        for batch in (2, 8)
+        for kn in (1, 4)
+        for impl in impls
+    ]
+
+
+def dcn_runs(device: str, impl: str, stage: str, batch: int, mode: str, seed: int = 0):
+    """A 3x3 conv (C -> C, padding 1) at a ResNet-50 stage shape: ``conv2d`` (plain) or
+    ``dcnv2:IMPL`` (the modulated deformable conv with its offset/mask predictor, as in a
+    deformable ResNet block, through ``DeformConv2d(impl=IMPL)``: ``torchvision``'s
+    ``deform_conv2d`` or condseg's ``grid_sample`` formulation). Offsets are drawn from
+    N(0, 1) px (a trained predictor's, not the zero init). Outputs differ from the plain
+    conv's by design (no agreement column)."""
+    import torch
+    from torch import nn
+
+    from condseg.layers import DeformConv2d, offset_predictor, split_offset_mask
+
+    channels, _ = RESNET50_STAGES[stage]
+    torch.manual_seed(seed)
+    x = _conv_input(stage, batch, device, seed)
+    if impl == "conv2d":
+        return _conv_run(nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device), x, mode)
+    predictor = offset_predictor(channels, 3, padding=1, modulated=True).to(device)
+    with torch.no_grad():
+        predictor.weight.normal_(0, 1.0 / (3 * channels) ** 0.5)  # offsets of about N(0, 1) px
+    conv = DeformConv2d(channels, channels, 3, padding=1, impl=impl.split(":")[1]).to(device)
+
+    def call(inp):
+        offset, mask = split_offset_mask(predictor(inp), modulated=True)
+        return conv(inp, offset, mask)
+
+    return _conv_run(conv, x, mode, call)
+
+
+def dcn_plan(devices):
+    return [
+        {"case": "dcn", "device": d, "impl": impl, "stage": stage, "batch": 2, "mode": mode}
+        for d in devices
+        for mode in ("train", "infer")
+        for stage in ("res3", "res4", "res5")
+        for impl in ("conv2d", "dcnv2:torchvision", "dcnv2:grid_sample")
+    ]
+
+
+CASES["odconv"] = Case(odconv_plan, odconv_runs, "batch_groups", ("stage", "batch", "kernel_num"))
+CASES["dcn"] = Case(dcn_plan, dcn_runs, "conv2d", ("stage", "batch"), comparable=False)
 
 
 # ----------------------------------------------------------------------------- runner
@@ -136,7 +278,7 @@ def measure(spec: dict, repeats: int, warmup: int) -> dict:
     import torch
 
     torch.set_num_threads(int(os.environ.get("CONDSEG_BENCH_THREADS", torch.get_num_threads())))
-    _, make_runs = CASES[spec["case"]]
+    make_runs = CASES[spec["case"]].runs
     args = {k: v for k, v in spec.items() if k != "case"}
     cuda = spec["device"].startswith("cuda")
     run = make_runs(**args)
@@ -180,23 +322,34 @@ def merge_rounds(rounds):
 
 
 def table(results):
-    """Markdown table; each bmm row carries its speed-up over grouped_conv in the same run."""
-    ref = {
-        (r["device"], r["mode"], r["num_instances"]): r for r in results if r.get("impl") == "grouped_conv"
-    }
+    """Markdown table; each row carries its speed-up over its case's baseline formulation
+    measured in the same run, and how far its outputs are from the baseline's."""
+    case = CASES[results[0]["case"]]
+    ref = {case.group(r): r for r in results if r["impl"] == case.baseline}
     lines = [
-        "| device | mode | instances | impl | median time | peak memory | speed-up vs grouped_conv | max abs diff |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| device | mode | {' | '.join(case.size)} | impl | median time | peak memory | "
+        f"speed-up vs {case.baseline} | max abs diff |",
+        "|---|---|" + "---|" * len(case.size) + "---|---|---|---|---|",
     ]
     for r in results:
-        base = ref.get((r["device"], r["mode"], r["num_instances"]))
+        base = ref.get(case.group(r))
         speedup = f"{base['median_s'] / r['median_s']:.2f}x" if base and r is not base else ""
+        sizes = " | ".join(str(r[k]) for k in case.size)
+        diff = "-" if r.get("max_abs_diff") is None else f"{r['max_abs_diff']:.1e}"
         lines.append(
-            f"| {r['device']} | {r['mode']} | {r['num_instances']} | {r['impl']} | "
-            f"{1000 * r['median_s']:.1f} ms | {r['peak_mb']:.0f} MB | {speedup} | "
-            f"{r['max_abs_diff_vs_grouped_conv']:.1e} |"
+            f"| {r['device']} | {r['mode']} | {sizes} | {r['impl']} | "
+            f"{1000 * r['median_s']:.1f} ms | {r['peak_mb']:.0f} MB | {speedup} | {diff} |"
         )
     return "\n".join(lines)
+
+
+def select(plan, only):
+    """The specs of ``plan`` matching every ``KEY=VALUE`` of ``only`` (values compared as text)."""
+    wanted = [item.split("=", 1) for item in only]
+    bad = [item for item in only if "=" not in item]
+    if bad:
+        raise SystemExit(f"--only expects KEY=VALUE, got {bad}")
+    return [s for s in plan if all(str(s.get(k)) == v for k, v in wanted)]
 
 
 def main(argv=None):
@@ -209,6 +362,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--allocator", default="stable", choices=["stable", "default"],
                         help="glibc malloc settings of the CPU measuring processes (see above)")
+    parser.add_argument("--only", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="measure only the specs with these values, e.g. --only stage=res4 batch=8")
     parser.add_argument("--json", default=None, help="where to write the results (default output/benchmark/CASE.json)")
     args = parser.parse_args(argv)
 
@@ -220,8 +375,9 @@ def main(argv=None):
         if args.device == "cuda":
             parser.error("--device cuda: CUDA is not available on this machine")
         devices.remove("cuda")
-    plan_fn, _ = CASES[args.case]
-    plan = plan_fn(devices)
+    plan = select(CASES[args.case].plan(devices), args.only)
+    if not plan:
+        parser.error(f"--only {' '.join(args.only)}: no {args.case} measurement matches")
     # rounds interleave the specs, so that a slow spell of a shared machine hits all of them
     runs = [[] for _ in plan]
     with tqdm(total=args.rounds * len(plan), desc=args.case) as bar:
@@ -231,7 +387,7 @@ def main(argv=None):
                 bar.update()
     results = [merge_rounds(r) for r in runs]
     for r, diff in zip(results, agreement(plan)):
-        r["max_abs_diff_vs_grouped_conv"] = diff
+        r["max_abs_diff"] = diff
 
     meta = {
         "case": args.case,

@@ -22,11 +22,12 @@ from detectron2.utils import comm  # noqa: E402
 
 import condseg  # noqa: E402,F401  (registers components)
 from condseg.engine import Trainer  # noqa: E402
-from condseg.engine.setup import setup_cfg  # noqa: E402
+from condseg.engine.setup import MissingInputsError, check_inputs, setup_cfg  # noqa: E402
 
 
 def main(args):
     cfg = setup_cfg(args.config_file, args.opts, args)
+    check_inputs(cfg, eval_only=args.eval_only)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
@@ -61,11 +62,14 @@ def print_summary(cfg, results):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     logging.getLogger("condseg").info("Command line arguments: %s", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except MissingInputsError as e:  # missing data or weights: the message says which, no traceback
+        sys.exit(f"error: {e}")

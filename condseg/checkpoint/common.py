@@ -18,6 +18,7 @@ from torch import nn
 __all__ = ["StateDict", "ConversionReport", "load_checkpoint_state_dict", "check_against_model", "save_checkpoint"]
 
 StateDict = Dict[str, torch.Tensor]
+WRAPPER_KEYS = ("model", "state_dict")  # where trainer checkpoints keep the model's state dict
 
 
 def preview(keys: Sequence[str], limit: int = 8) -> str:
@@ -107,9 +108,12 @@ def _numpy_to_tensor(value):
 
 def load_checkpoint_state_dict(path: str) -> StateDict:
     """The model state dict of a checkpoint file: a trainer checkpoint (the state dict under
-    ``"model"``, next to ``"optimizer"``, ``"iteration"``, ...) or a bare state dict, saved
-    with ``torch.save``; or a detectron2-style ``.pkl`` (numpy arrays under ``"model"``),
-    whose arrays become tensors. Files are unpickled in full: convert only trusted files.
+    ``"model"``, next to ``"optimizer"``, ``"iteration"``, ..., as detectron2 saves it, or
+    under ``"state_dict"``, as PyTorch's ImageNet example scripts save it, next to ``"epoch"``,
+    ``"arch"``, ...) or a bare state dict, saved with ``torch.save``; or a detectron2-style
+    ``.pkl`` (numpy arrays under ``"model"``), whose arrays become tensors. Key prefixes
+    (such as DDP's ``module.``) are left to the converters. Files are unpickled in full:
+    convert only trusted files.
 
     Raises ``FileNotFoundError`` if there is no such file, ``ValueError`` if it cannot be
     read or holds no state dict (a dict of tensors).
@@ -120,10 +124,14 @@ def load_checkpoint_state_dict(path: str) -> StateDict:
         data = _read(path)
     except Exception as e:  # unpickling fails in many ways (truncated file, not a pickle, ...)
         raise ValueError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {e})") from e
-    state = data.get("model", data) if isinstance(data, dict) else data
+    state = data
+    if isinstance(data, dict):
+        state = next((data[k] for k in WRAPPER_KEYS if isinstance(data.get(k), dict)), data)
     if not isinstance(state, dict) or not state:
         found = type(state).__name__ + (" (empty)" if isinstance(state, dict) else "")
-        raise ValueError(f"{path}: holds no state dict (a dict of tensors, or one under 'model'), but a {found}")
+        raise ValueError(
+            f"{path}: holds no state dict (a dict of tensors, or one under 'model' or 'state_dict'), but a {found}"
+        )
     state = {k: _numpy_to_tensor(v) for k, v in state.items()}
     bad = [str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
@@ -131,12 +139,18 @@ def load_checkpoint_state_dict(path: str) -> StateDict:
     return state
 
 
-def check_against_model(state_dict: StateDict, model: nn.Module, report: Optional[ConversionReport] = None) -> None:
+def check_against_model(
+    state_dict: StateDict, model: nn.Module, report: Optional[ConversionReport] = None, prefix: str = ""
+) -> None:
     """Raise ``ValueError`` unless ``state_dict`` has exactly the keys of
     ``model.state_dict()`` with the same shapes; the message names the checkpoint
-    (``report.source``) and every offending key. On success, adds a line to ``report.checks``."""
+    (``report.source``) and every offending key. On success, adds a line to ``report.checks``.
+
+    With a ``prefix`` (e.g. ``"backbone.bottom_up."``) only the model's keys that start with
+    it count: ``state_dict`` holds the weights of that part of the model (a pretrained
+    backbone for a detector)."""
     report = report or ConversionReport()
-    expected = model.state_dict()
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
     missing = [k for k in expected if k not in state_dict]
     unexpected = [report.checkpoint_name(k) for k in state_dict if k not in expected]
     problems = [f"missing (in the model, not in the checkpoint): {preview(missing)}"] if missing else []
@@ -149,7 +163,8 @@ def check_against_model(state_dict: StateDict, model: nn.Module, report: Optiona
     ]
     if problems:
         raise ValueError(f"{report.source} does not fit the model:\n  " + "\n  ".join(problems))
-    report.checks.append(f"keys and shapes equal the model's ({len(expected)} tensors)")
+    part = f" {prefix}*" if prefix else ""
+    report.checks.append(f"keys and shapes equal the model's{part} ({len(expected)} tensors)")
 
 
 def save_checkpoint(state_dict: StateDict, path: str) -> None:

@@ -870,6 +870,7 @@ def _register_split(name: str, split: str, num_images: int, min_size: int, max_s
         json_file=os.path.join(final_dir, "annotations.json"),
         image_root=image_root,
         evaluator_type="coco",
+        generated_on_demand=True,  # the files appear at first load (input checks skip them)
     )
 
 

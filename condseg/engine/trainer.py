@@ -15,6 +15,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from condseg.data import CondsegDatasetMapper
 
+from .hooks import ODConvTemperature
+
 __all__ = ["Trainer", "has_compiled_detectron2_ops", "wrap_ddp"]
 
 
@@ -76,6 +78,15 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        """detectron2's hooks; first, when ``MODEL.ODCONV.TEMPERATURE_ITERS`` > 0, the ODConv
+        temperature annealing (its after_step resets T to 1 before any evaluation)."""
+        hooks = super().build_hooks()
+        od = self.cfg.MODEL.ODCONV
+        if od.TEMPERATURE_ITERS > 0:
+            hooks.insert(0, ODConvTemperature(od.TEMPERATURE_INIT, od.TEMPERATURE_ITERS))
+        return hooks
 
     @classmethod
     def build_optimizer(cls, cfg, model):

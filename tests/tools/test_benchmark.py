@@ -22,6 +22,31 @@ def test_mask_head_formulations_agree_and_rows_carry_the_ratio():
     rounds = [{**specs[0], "median_s": m, "min_s": m, "times_s": [m], "peak_mb": p} for m, p in ((0.2, 10), (0.4, 30))]
     merged = bench.merge_rounds(rounds)
     assert merged["times_s"] == [0.2, 0.4] and merged["peak_mb"] == 30 and merged["rounds"] == 2
-    fast = {**merged, "impl": "bmm", "median_s": 0.15, "max_abs_diff_vs_grouped_conv": 1e-8}
-    text = bench.table([{**merged, "max_abs_diff_vs_grouped_conv": 0.0}, fast])
-    assert "| bmm | 150.0 ms | 30 MB | 2.00x | 1.0e-08 |" in text
+    fast = {**merged, "impl": "bmm", "median_s": 0.15, "max_abs_diff": 1e-8}
+    text = bench.table([{**merged, "max_abs_diff": 0.0}, fast])
+    assert "| cpu | train | 50 | bmm | 150.0 ms | 30 MB | 2.00x | 1.0e-08 |" in text
+
+
+def test_odconv_formulations_agree_at_a_resnet50_stage_shape():
+    bench = _benchmark_module()
+    specs = bench.select(bench.odconv_plan(["cpu"]), ["stage=res5", "batch=2", "kernel_num=4", "mode=train"])
+    assert specs[0]["impl"] == "batch_groups" and len(specs) >= 3
+    diffs = bench.agreement(specs)
+    assert max(diffs) < 1e-3, list(zip([s["impl"] for s in specs], diffs))
+
+
+def test_dcn_rows_have_no_agreement_column_and_select_rejects_bad_filters():
+    bench = _benchmark_module()
+    specs = bench.select(bench.dcn_plan(["cpu"]), ["stage=res5", "mode=infer"])
+    assert [s["impl"] for s in specs] == ["conv2d", "dcnv2:torchvision", "dcnv2:grid_sample"]
+    assert bench.agreement(specs) == [None] * 3
+    rows = [{**s, "median_s": t, "min_s": t, "times_s": [t], "peak_mb": 1, "max_abs_diff": None}
+            for s, t in zip(specs, (0.1, 0.4, 0.2))]
+    assert "| cpu | infer | res5 | 2 | dcnv2:torchvision | 400.0 ms | 1 MB | 0.25x | - |" in bench.table(rows)
+    assert bench.select(specs, ["stage=res9"]) == []
+    try:
+        bench.select(specs, ["stage"])
+    except SystemExit as e:
+        assert "KEY=VALUE" in str(e)
+    else:
+        raise AssertionError("a filter without '=' was accepted")
