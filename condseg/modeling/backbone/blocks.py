@@ -22,20 +22,23 @@ from condseg.layers import DeformConv2d, ODConv2d, offset_predictor, split_offse
 __all__ = ["ODBasicBlock", "ODBottleneckBlock", "DeformBasicBlock", "DeformBottleneckBlock"]
 
 
+def _geometry(conv) -> dict:
+    """The shape arguments of a (square-kernel) convolution, to build its replacement."""
+    return {
+        "in_channels": conv.in_channels,
+        "out_channels": conv.out_channels,
+        "kernel_size": conv.kernel_size[0],
+        "stride": conv.stride[0],
+        "padding": conv.padding[0],
+        "dilation": conv.dilation[0],
+        "groups": conv.groups,
+    }
+
+
 def _odconv(conv, norm: str, kernel_num: int, reduction: float, impl: str) -> ODConv2d:
     """An ODConv2d with the geometry of the detectron2 ``Conv2d`` it replaces."""
     return ODConv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size[0],
-        stride=conv.stride[0],
-        padding=conv.padding[0],
-        dilation=conv.dilation[0],
-        groups=conv.groups,
-        kernel_num=kernel_num,
-        reduction=reduction,
-        impl=impl,
-        norm=get_norm(norm, conv.out_channels),
+        **_geometry(conv), kernel_num=kernel_num, reduction=reduction, impl=impl, norm=get_norm(norm, conv.out_channels)
     )
 
 
@@ -80,16 +83,7 @@ class _DeformConv2:
             modulated=modulated,
         )
         deform = DeformConv2d(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size[0],
-            stride=conv.stride[0],
-            padding=conv.padding[0],
-            dilation=conv.dilation[0],
-            groups=conv.groups,
-            deformable_groups=deform_num_groups,
-            bias=False,
-            norm=get_norm(norm, conv.out_channels),
+            **_geometry(conv), deformable_groups=deform_num_groups, bias=False, norm=get_norm(norm, conv.out_channels),
             impl=impl,
         )
         with torch.no_grad():  # keep the block's (c2_msra) init of the 3x3 weights
