@@ -1,7 +1,6 @@
 """AdelaiDet CondInst -> condseg checkpoint conversion (condseg.checkpoint.adelaidet and
 tools/convert_checkpoint.py) on synthetic checkpoints built from the reference model's
 key list (fixture condinst/model_keys_MS_R_50_1x.json)."""
-import importlib.util
 import os
 import pickle
 import subprocess
@@ -17,8 +16,9 @@ from condseg.checkpoint import adelaidet, load_checkpoint_state_dict, save_check
 from condseg.checkpoint import common as checkpoint_common
 from condseg.config import get_condseg_cfg
 
+from convert_tool import TOOL, load_tool
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-TOOL = os.path.join(ROOT, "tools", "convert_checkpoint.py")
 CONFIG = os.path.join(ROOT, "configs", "condinst_R50_1x.yaml")
 SOI = [64, 128, 256, 512, 1024]
 RENAMED = {  # samples of the two renaming rules
@@ -91,13 +91,6 @@ def with_changes(reference, remove=(), **changes):
     state = {k: v for k, v in reference.items() if k not in remove}
     state.update(changes)
     return state
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_tool(*args):

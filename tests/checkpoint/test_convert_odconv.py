@@ -7,7 +7,7 @@ Each synthetic tensor has its real shape but is an expanded view of one random r
 its index, so every key has its own values): the R-50 4x model's 90 M parameters cost a
 few kB. Loading the converted weights into condseg's OD-ResNet is tested with the backbone.
 """
-import importlib.util
+import importlib
 import os
 import re
 
@@ -19,8 +19,9 @@ from torch import nn
 from condseg.checkpoint import DETECTOR_PREFIX, load_checkpoint_state_dict, odconv, official_to_condseg_key
 from condseg.config import get_condseg_cfg
 
+from convert_tool import TOOL, load_tool
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-TOOL = os.path.join(ROOT, "tools", "convert_checkpoint.py")
 MODELS = {  # fixture entry: (depth, kernel_num)
     "od_resnet18_kn1": (18, 1),
     "od_resnet18_kn4": (18, 4),
@@ -72,13 +73,6 @@ def training_checkpoint(state):
         "best_acc1": torch.tensor(78.0),
         "optimizer": {"state": {}, "param_groups": []},
     }
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---- the key mapping ----------------------------------------------------------------------

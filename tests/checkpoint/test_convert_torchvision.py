@@ -2,7 +2,6 @@
 tools/convert_checkpoint.py torchvision-resnet), on randomly initialised torchvision
 ResNet-18/50 whose BatchNorm affine parameters and running statistics are random too, so
 that any mix-up of tensors changes the stage outputs."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,8 +18,9 @@ from condseg.checkpoint import DETECTOR_PREFIX, save_checkpoint, torchvision_res
 from condseg.config import get_condseg_cfg
 from condseg.modeling.backbone import build_resnet
 
+from convert_tool import TOOL, load_tool
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-TOOL = os.path.join(ROOT, "tools", "convert_checkpoint.py")
 CONFIG = os.path.join(ROOT, "configs", "condinst_R50_1x.yaml")
 DEPTHS = {"resnet18": 18, "resnet50": 50}
 NUM_KEYS = {"resnet18": 122, "resnet50": 320}  # torchvision state dict entries, fc included
@@ -105,13 +105,6 @@ def assert_stage_outputs_equal(resnet, tv_model, seed=0):
     for name, expected in zip(STAGES, theirs):
         assert ours[name].shape == expected.shape, name
         torch.testing.assert_close(ours[name], expected, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---- the key mapping ----------------------------------------------------------------------
