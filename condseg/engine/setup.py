@@ -3,6 +3,7 @@ import logging
 import os
 
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -49,8 +50,6 @@ def missing_inputs(cfg, eval_only: bool = False) -> list:
     generated at first use), and a local
     ``MODEL.WEIGHTS`` file. Remote weights (``detectron2://``, ``https://``) are not checked.
     """
-    from detectron2.data import MetadataCatalog
-
     names = list(cfg.DATASETS.TEST) + ([] if eval_only else list(cfg.DATASETS.TRAIN))
     problems = []
     for name in dict.fromkeys(names):

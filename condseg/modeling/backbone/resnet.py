@@ -38,6 +38,7 @@ class CondsegResNet(ResNet):
                     module.eval()
         return self
 
+
 BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 
 
@@ -46,12 +47,16 @@ def build_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
     if r.DEPTH not in BLOCKS_PER_STAGE:
         raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(BLOCKS_PER_STAGE)}, got {r.DEPTH}")
     od = cfg.MODEL.ODCONV
-    for key, value in (("MODEL.RESNETS.DEFORM_ON_PER_STAGE", r.DEFORM_ON_PER_STAGE), ("MODEL.ODCONV.ON_PER_STAGE", od.ON_PER_STAGE)):
+    per_stage = (("MODEL.RESNETS.DEFORM_ON_PER_STAGE", r.DEFORM_ON_PER_STAGE), ("MODEL.ODCONV.ON_PER_STAGE", od.ON_PER_STAGE))
+    for key, value in per_stage:
         if len(value) != 4:
             raise ValueError(f"{key} needs 4 entries (res2, res3, res4, res5), got {list(value)}")
     both = [f"res{i + 2}" for i in range(4) if r.DEFORM_ON_PER_STAGE[i] and od.ON_PER_STAGE[i]]
     if both:
-        raise ValueError(f"{', '.join(both)}: a stage is either deformable (MODEL.RESNETS.DEFORM_ON_PER_STAGE) or ODConv (MODEL.ODCONV.ON_PER_STAGE), not both")
+        raise ValueError(
+            f"{', '.join(both)}: a stage is either deformable (MODEL.RESNETS.DEFORM_ON_PER_STAGE) "
+            "or ODConv (MODEL.ODCONV.ON_PER_STAGE), not both"
+        )
     basic = r.DEPTH in (18, 34)
     if basic and (r.RES5_DILATION != 1 or r.NUM_GROUPS != 1):
         raise ValueError("ResNet-18/34 need MODEL.RESNETS.RES5_DILATION = 1 and MODEL.RESNETS.NUM_GROUPS = 1")
@@ -81,7 +86,12 @@ def build_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
                 num_groups=r.NUM_GROUPS,
             )
         if od.ON_PER_STAGE[idx]:
-            kwargs.update(block_class=ODBasicBlock if basic else ODBottleneckBlock, kernel_num=od.KERNEL_NUM, reduction=od.REDUCTION, impl=od.IMPL)
+            kwargs.update(
+                block_class=ODBasicBlock if basic else ODBottleneckBlock,
+                kernel_num=od.KERNEL_NUM,
+                reduction=od.REDUCTION,
+                impl=od.IMPL,
+            )
             if not basic:
                 kwargs["stride_in_1x1"] = False  # the OD-ResNet layout: stride on the 3x3
         elif r.DEFORM_ON_PER_STAGE[idx]:
