@@ -1,15 +1,18 @@
 # condseg: one command for each thing a newcomer wants to do.
 #   make setup       create .venv with everything (idempotent; a second run does nothing)
 #   make test        the whole test suite (what CI runs)
-#   make quickstart  train + evaluate CondInst on the built-in shapes dataset on this machine
+#   make quickstart  train + evaluate CondInst on the built-in shapes dataset on this machine,
+#                    then run the video demo with the model it trained
+#   make demo        only that last step (on an existing quickstart model)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.condseg-installed
 QUICKSTART_CONFIG ?= configs/quickstart/condinst_R18_shapes.yaml
 QUICKSTART_OUTPUT ?= output/quickstart
+DEMO_VIDEO        ?= $(QUICKSTART_OUTPUT)/shapes_video.mp4
 
-.PHONY: setup test test-fast quickstart clean
+.PHONY: setup test test-fast quickstart demo clean
 
 setup: $(STAMP)
 
@@ -25,6 +28,14 @@ test-fast: setup
 
 quickstart: setup
 	$(PY) tools/train_net.py --config-file $(QUICKSTART_CONFIG) OUTPUT_DIR $(QUICKSTART_OUTPUT)
+	$(MAKE) --no-print-directory demo
+
+demo: setup
+	$(PY) -m condseg.data.shapes_video $(DEMO_VIDEO) --frames 90 --size 640x480 --fps 15
+	$(PY) tools/demo.py --config-file $(QUICKSTART_CONFIG) --video-input $(DEMO_VIDEO) \
+		--output $(QUICKSTART_OUTPUT)/demo.mp4 --json $(QUICKSTART_OUTPUT)/demo.json \
+		--opts MODEL.WEIGHTS $(QUICKSTART_OUTPUT)/model_final.pth
+	@echo "The rendered video is $(QUICKSTART_OUTPUT)/demo.mp4 (per-frame predictions: $(QUICKSTART_OUTPUT)/demo.json)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

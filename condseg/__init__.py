@@ -6,5 +6,6 @@ built-in datasets with ``DatasetCatalog``.
 """
 from . import data, layers, modeling  # noqa: F401  (registration side effects)
 from .config import add_condseg_config, get_condseg_cfg  # noqa: F401
+from .inference import Predictor  # noqa: F401
 
 __version__ = "0.1.0"

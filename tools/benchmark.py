@@ -21,6 +21,12 @@ Cases
   dcn         DCNv2 3x3 (offset/mask predictor + deformable conv, as torchvision's
               deform_conv2d and as condseg's grid_sample formulation) against a plain 3x3
               conv of the same shape, res3-res5 at batch 2.
+  demo        the video demo end to end (decode, model, track and draw, encode mp4) on a
+              generated 640x480 video of the built-in shapes with the quickstart model
+              (output/quickstart/model_final.pth: run `make quickstart` first): the
+              sequential pipeline against the overlapped one (batch 1 and 2), and the
+              model alone on frames already in memory. Times are per pass over the video;
+              the table adds frames/s. Runs with the default allocator (it is inference).
 
 Every measurement runs in fresh processes, so its peak memory is its own: on the CPU
 the growth of the process's peak RSS over its state before the first run, on CUDA
@@ -129,9 +135,10 @@ class Case:
     rows are compared with the ``baseline`` formulation of the same ``size`` keys (speed,
     and outputs where ``comparable``)."""
 
-    def __init__(self, plan, runs, baseline, size, comparable=True):
+    def __init__(self, plan, runs, baseline, size, comparable=True, stable_malloc=True):
         self.plan, self.runs, self.baseline, self.size = plan, runs, baseline, tuple(size)
         self.comparable = comparable  # False: formulations compute different things (no diff column)
+        self.stable_malloc = stable_malloc  # False: always glibc's default allocator (whole-model runs)
 
     def group(self, spec) -> tuple:
         return (spec["device"], spec["mode"]) + tuple(spec[k] for k in self.size)
@@ -272,6 +279,83 @@ CASES["odconv"] = Case(odconv_plan, odconv_runs, "batch_groups", ("stage", "batc
 CASES["dcn"] = Case(dcn_plan, dcn_runs, "conv2d", ("stage", "batch"), comparable=False)
 
 
+# ----------------------------------------------------------------------------- demo
+DEMO_CONFIG = os.path.join("configs", "quickstart", "condinst_R18_shapes.yaml")
+DEMO_WEIGHTS = os.path.join("output", "quickstart", "model_final.pth")
+DEMO_FRAMES, DEMO_SIZE = 60, "640x480"
+
+
+def demo_video(frames: int, size: str) -> str:
+    """The generated shapes video the demo case reads (written once, then reused)."""
+    from condseg.data.shapes_video import write_shapes_video
+
+    path = os.path.join("output", "benchmark", f"shapes_{size}_{frames}.mp4")
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        w, h = (int(v) for v in size.split("x"))
+        tmp = path + ".tmp.mp4"
+        write_shapes_video(tmp, frames, w, h, 15.0, seed=0)
+        os.replace(tmp, path)
+    return path
+
+
+def demo_runs(device: str, impl: str, mode: str, frames: int, size: str, config: str, weights: str):
+    """One pass of the demo over the video. ``impl``: ``sequential`` (decode, model, draw,
+    encode one after the other), ``overlapped`` / ``overlapped+batch2`` (the pipeline of
+    condseg.inference.video, 1 or 2 frames per model call), ``model_only`` (the model on
+    the decoded frames, nothing else). Returns ``{"metrics": ...}`` for the table."""
+    import tempfile
+
+    import cv2
+
+    from condseg import Predictor
+    from condseg.inference.video import run_video
+
+    video = demo_video(frames, size)
+    predictor = Predictor(config, weights, device=device, confidence_threshold=0.5)
+    out = os.path.join(tempfile.mkdtemp(prefix="condseg_demo_bench"), "out.mp4")
+    if impl == "model_only":
+        cap = cv2.VideoCapture(video)
+        decoded = []
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            decoded.append(f)
+
+        def run():
+            t = time.perf_counter()
+            for f in decoded:
+                predictor.predict_batch([f])
+            wall = time.perf_counter() - t
+            return {"metrics": {"frames/s": len(decoded) / wall}}
+
+        return run
+    batch = 2 if impl.endswith("batch2") else 1
+
+    def run():
+        s = run_video(predictor, video, out, None, batch_size=batch, overlap=impl.startswith("overlapped"),
+                      progress=False)
+        return {"metrics": {"frames/s": s.fps, "model ms/frame": s.per_frame_ms(s.model),
+                            "draw ms/frame": s.per_frame_ms(s.draw), "encode ms/frame": s.per_frame_ms(s.encode)}}
+
+    return run
+
+
+def demo_plan(devices):
+    if not os.path.isfile(DEMO_WEIGHTS):
+        raise SystemExit(f"the demo case runs the quickstart model: {DEMO_WEIGHTS} is missing (run `make quickstart`)")
+    return [
+        {"case": "demo", "device": d, "impl": impl, "mode": "video", "frames": DEMO_FRAMES, "size": DEMO_SIZE,
+         "config": DEMO_CONFIG, "weights": DEMO_WEIGHTS}
+        for d in devices
+        for impl in ("sequential", "overlapped", "overlapped+batch2", "model_only")
+    ]
+
+
+CASES["demo"] = Case(demo_plan, demo_runs, "sequential", ("frames", "size"), comparable=False, stable_malloc=False)
+
+
 # ----------------------------------------------------------------------------- runner
 def measure(spec: dict, repeats: int, warmup: int) -> dict:
     """One measurement in this process: median wall time and peak memory."""
@@ -287,7 +371,7 @@ def measure(spec: dict, repeats: int, warmup: int) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    times = []
+    times, metrics = [], []
     for k in range(warmup + repeats):
         t = time.perf_counter()
         out = run()
@@ -295,17 +379,22 @@ def measure(spec: dict, repeats: int, warmup: int) -> dict:
             torch.cuda.synchronize()
         if k >= warmup:
             times.append(time.perf_counter() - t)
+            if isinstance(out, dict) and "metrics" in out:
+                metrics.append(out["metrics"])
         del out
     if cuda:
         peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-    return {**spec, "median_s": statistics.median(times), "min_s": min(times), "times_s": times, "peak_mb": peak_mb}
+    result = {**spec, "median_s": statistics.median(times), "min_s": min(times), "times_s": times, "peak_mb": peak_mb}
+    if metrics:
+        result["metrics"] = metrics
+    return result
 
 
 def run_in_subprocess(spec, repeats, warmup, allocator):
     env = dict(os.environ)
-    if allocator == "stable" and not spec["device"].startswith("cuda"):
+    if allocator == "stable" and not spec["device"].startswith("cuda") and CASES[spec["case"]].stable_malloc:
         env.update(STABLE_MALLOC)
     cmd = [sys.executable, os.path.abspath(__file__), "_measure", json.dumps(spec), str(repeats), str(warmup)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -317,8 +406,12 @@ def run_in_subprocess(spec, repeats, warmup, allocator):
 def merge_rounds(rounds):
     """One result from the same spec measured in several rounds: all times pooled."""
     times = [t for r in rounds for t in r["times_s"]]
-    return {**rounds[0], "median_s": statistics.median(times), "min_s": min(times), "times_s": times,
-            "peak_mb": max(r["peak_mb"] for r in rounds), "rounds": len(rounds)}
+    merged = {**rounds[0], "median_s": statistics.median(times), "min_s": min(times), "times_s": times,
+              "peak_mb": max(r["peak_mb"] for r in rounds), "rounds": len(rounds)}
+    metrics = [m for r in rounds for m in r.get("metrics", [])]
+    if metrics:  # median of each reported metric over all timed runs
+        merged["metrics"] = {k: statistics.median(m[k] for m in metrics) for k in metrics[0]}
+    return merged
 
 
 def table(results):
@@ -326,10 +419,11 @@ def table(results):
     measured in the same run, and how far its outputs are from the baseline's."""
     case = CASES[results[0]["case"]]
     ref = {case.group(r): r for r in results if r["impl"] == case.baseline}
+    extra = list(dict.fromkeys(k for r in results for k in r.get("metrics", {})))  # reported by the runs
     lines = [
         f"| device | mode | {' | '.join(case.size)} | impl | median time | peak memory | "
-        f"speed-up vs {case.baseline} | max abs diff |",
-        "|---|---|" + "---|" * len(case.size) + "---|---|---|---|---|",
+        f"speed-up vs {case.baseline} | max abs diff |" + "".join(f" {k} |" for k in extra),
+        "|---|---|" + "---|" * len(case.size) + "---|---|---|---|---|" + "---|" * len(extra),
     ]
     for r in results:
         base = ref.get(case.group(r))
@@ -339,6 +433,7 @@ def table(results):
         lines.append(
             f"| {r['device']} | {r['mode']} | {sizes} | {r['impl']} | "
             f"{1000 * r['median_s']:.1f} ms | {r['peak_mb']:.0f} MB | {speedup} | {diff} |"
+            + "".join(f" {r['metrics'][k]:.2f} |" if k in r.get("metrics", {}) else " |" for k in extra)
         )
     return "\n".join(lines)
 
@@ -394,7 +489,7 @@ def main(argv=None):
         "command": " ".join([os.path.basename(sys.executable), "tools/benchmark.py"] + (argv or sys.argv[1:])),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "cpu_allocator": args.allocator,
+        "cpu_allocator": args.allocator if CASES[args.case].stable_malloc else "default",
         "repeats": args.repeats,
         "rounds": args.rounds,
         "warmup": args.warmup,
@@ -405,7 +500,7 @@ def main(argv=None):
     with open(path, "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
     print(f"\nwrote {path}")
-    print(f"{args.case}: torch {meta['torch']}, {meta['threads']} threads, CPU allocator {args.allocator}, "
+    print(f"{args.case}: torch {meta['torch']}, {meta['threads']} threads, CPU allocator {meta['cpu_allocator']}, "
           f"median of {args.rounds} x {args.repeats} runs ({args.rounds} interleaved rounds of one process per "
           f"measurement, {args.warmup} warm-up runs each)")
     print(table(results))

@@ -3,6 +3,7 @@ import logging
 import os
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.engine import default_setup
 from detectron2.utils import comm
@@ -16,14 +17,19 @@ __all__ = ["setup_cfg", "missing_inputs", "check_inputs", "MissingInputsError"]
 _REMOTE = ("detectron2://", "http://", "https://", "catalog://", "manifold://", "s3://", "gs://")
 
 
-def setup_cfg(config_file: str, opts=(), args=None, freeze: bool = True):
-    """Build the config from a yaml file (with ``_BASE_``) and ``KEY VALUE`` overrides,
-    register the datasets it names, and fall back to the CPU when CUDA is unavailable.
+def setup_cfg(config_file, opts=(), args=None, freeze: bool = True):
+    """Build the config from a yaml file (with ``_BASE_``) or a copy of a ``CfgNode``, and
+    ``KEY VALUE`` overrides; register the datasets it names, and fall back to the CPU
+    when CUDA is unavailable.
     With ``args`` (the parsed command line), also runs detectron2's ``default_setup``
     (logging, output dir, config dump, seeding)."""
-    cfg = get_condseg_cfg()
-    if config_file:
-        cfg.merge_from_file(config_file)
+    if isinstance(config_file, CfgNode):
+        cfg = config_file.clone()
+        cfg.defrost()
+    else:
+        cfg = get_condseg_cfg()
+        if config_file:
+            cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logging.getLogger("condseg").warning("CUDA is not available: running on the CPU (MODEL.DEVICE cpu)")

@@ -50,3 +50,37 @@ def test_dcn_rows_have_no_agreement_column_and_select_rejects_bad_filters():
         assert "KEY=VALUE" in str(e)
     else:
         raise AssertionError("a filter without '=' was accepted")
+
+
+def test_demo_case_measures_every_pipeline_on_a_given_model(tiny_model, tmp_path, monkeypatch):
+    """One pass per formulation on a short generated video, with the tiny model of the tests
+    in place of the quickstart model; rows report frames/s and the per-stage times."""
+    bench = _benchmark_module()
+    monkeypatch.chdir(tmp_path)  # the case writes its video under output/benchmark
+    config, weights = tiny_model
+    monkeypatch.setattr(bench, "DEMO_WEIGHTS", weights)
+    monkeypatch.setattr(bench, "DEMO_CONFIG", config)
+    monkeypatch.setattr(bench, "DEMO_FRAMES", 6)
+    monkeypatch.setattr(bench, "DEMO_SIZE", "96x64")
+    specs = bench.demo_plan(["cpu"])
+    assert [s["impl"] for s in specs] == ["sequential", "overlapped", "overlapped+batch2", "model_only"]
+    rows = [bench.measure(s, repeats=1, warmup=0) for s in specs]
+    assert all(r["metrics"][0]["frames/s"] > 0 for r in rows)
+    assert "model ms/frame" in rows[1]["metrics"][0] and "model ms/frame" not in rows[3]["metrics"][0]
+    merged = [bench.merge_rounds([r]) for r in rows]
+    for r in merged:
+        r["max_abs_diff"] = None
+    text = bench.table(merged)
+    assert "frames/s |" in text and "| cpu | video | 6 | 96x64 | overlapped |" in text
+    assert not bench.CASES["demo"].stable_malloc
+
+
+def test_demo_case_needs_the_quickstart_model(tmp_path, monkeypatch):
+    bench = _benchmark_module()
+    monkeypatch.setattr(bench, "DEMO_WEIGHTS", str(tmp_path / "missing.pth"))
+    try:
+        bench.demo_plan(["cpu"])
+    except SystemExit as e:
+        assert "missing.pth is missing (run `make quickstart`)" in str(e)
+    else:
+        raise AssertionError("no error without the model")

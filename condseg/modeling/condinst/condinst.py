@@ -167,8 +167,9 @@ class CondInst(FCOSDetector):
 
         dets, _ = self.proposal_generator(images, features, None, self.controller)
         im_inds = torch.cat([torch.full((len(d),), i, device=self.device, dtype=torch.int64) for i, d in enumerate(dets)])
-        cat = Instances.cat(dets) if len(dets) > 1 else dets[0]
-        global_masks = self._mask_logits(mask_feats, cat.top_feats, im_inds, cat.locations, cat.fpn_levels).sigmoid()
+        # the images of a batch may differ in size, so concatenate fields, not Instances
+        params, locations, levels = (torch.cat([d.get(k) for d in dets]) for k in ("top_feats", "locations", "fpn_levels"))
+        global_masks = self._mask_logits(mask_feats, params, im_inds, locations, levels).sigmoid()
         for i, d in enumerate(dets):
             d.pred_global_masks = global_masks[im_inds == i]
         return self.postprocess(dets, batched_inputs, images)

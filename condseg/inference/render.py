@@ -1,0 +1,110 @@
+"""Drawing predictions on an image with OpenCV: translucent masks with outlines, boxes,
+and a "class score%" label per instance.
+
+Pure functions of numpy arrays (no matplotlib), fast enough to keep up with the model
+on a CPU: each mask is blended inside its own bounding rectangle only.
+"""
+import colorsys
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+__all__ = ["PALETTE", "color_of", "draw_instances", "instance_labels"]
+
+
+def _palette(n: int = 32) -> List[Tuple[int, int, int]]:
+    """``n`` well separated saturated BGR colours (hues stepped by the golden ratio)."""
+    colors = []
+    for i in range(n):
+        hue = (i * 0.618033988749895) % 1.0
+        sat, val = (0.85, 0.95) if i % 2 == 0 else (0.65, 0.8)
+        r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
+        colors.append((int(b * 255), int(g * 255), int(r * 255)))
+    return colors
+
+
+PALETTE = _palette()
+
+
+def color_of(key: int) -> Tuple[int, int, int]:
+    """A fixed BGR colour for an integer key (a class index or a track id)."""
+    return PALETTE[int(key) % len(PALETTE)]
+
+
+def instance_labels(classes: Sequence[int], scores: Sequence[float], class_names: Sequence[str]) -> List[str]:
+    """``"name 87%"`` per instance (the index itself when a class has no name)."""
+    names = [class_names[c] if 0 <= c < len(class_names) else str(c) for c in classes]
+    return [f"{n} {100 * s:.0f}%" for n, s in zip(names, scores)]
+
+
+def _mask_extent(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+    """Tight ``(y0, y1, x0, x1)`` (exclusive ends) of a bool mask, None if empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _text_color(color: Tuple[int, int, int]) -> Tuple[int, int, int]:
+    b, g, r = color
+    return (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 150 else (255, 255, 255)
+
+
+def draw_instances(image: np.ndarray, boxes: Optional[np.ndarray], masks: Optional[np.ndarray],
+                   labels: Optional[Sequence[str]], colors: Sequence[Tuple[int, int, int]],
+                   alpha: float = 0.5) -> np.ndarray:
+    """Draw instances on a copy of ``image``.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 BGR.
+        boxes: ``(N, 4)`` XYXY_ABS pixels, or None for no boxes.
+        masks: ``(N, H, W)`` bool, or None for no masks.
+        labels: N strings drawn at the top-left box corner (at the mask's when no box), or None.
+        colors: N BGR colours.
+        alpha: mask opacity.
+
+    Instances are drawn in order, so the last one ends on top.
+
+    Returns:
+        ``(H, W, 3)`` uint8 BGR.
+    """
+    out = np.ascontiguousarray(image).copy()
+    height, width = out.shape[:2]
+    n = len(colors)
+    thick = max(1, round(min(height, width) / 360))
+    font_scale = 0.35 + 0.15 * thick
+    for i in range(n):
+        color = tuple(int(c) for c in colors[i])
+        anchor = None
+        if masks is not None:
+            extent = _mask_extent(masks[i])
+            if extent is not None:
+                y0, y1, x0, x1 = extent
+                region = out[y0:y1, x0:x1]
+                m = masks[i][y0:y1, x0:x1]
+                tinted = cv2.addWeighted(region, 1.0 - alpha, np.full_like(region, color), alpha, 0.0)
+                np.copyto(region, tinted, where=m[:, :, None])
+                contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+                cv2.drawContours(region, contours, -1, color, thick, lineType=cv2.LINE_AA)
+                anchor = (x0, y0)
+        if boxes is not None:
+            x0, y0, x1, y1 = (int(round(float(v))) for v in boxes[i])
+            cv2.rectangle(out, (x0, y0), (x1, y1), color, thick, lineType=cv2.LINE_AA)
+            anchor = (x0, y0)
+        if labels is not None and anchor is not None:
+            _draw_label(out, labels[i], anchor, color, font_scale, thick)
+    return out
+
+
+def _draw_label(image, text: str, anchor: Tuple[int, int], color, font_scale: float, thick: int) -> None:
+    """A filled tab with ``text`` just above ``anchor`` (below it when there is no room)."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (tw, th), base = cv2.getTextSize(text, font, font_scale, 1)
+    x = min(max(anchor[0], 0), max(image.shape[1] - tw - 2, 0))
+    y = anchor[1] - th - base - 2
+    if y < 0:
+        y = min(anchor[1], image.shape[0] - th - base - 2)
+    cv2.rectangle(image, (x, y), (x + tw + 2, y + th + base + 2), color, -1)
+    cv2.putText(image, text, (x + 1, y + th + 1), font, font_scale, _text_color(color), 1, cv2.LINE_AA)

@@ -1,0 +1,242 @@
+#!/usr/bin/env python
+"""Run a trained condseg model on images, folders, a video or a webcam, and write the
+rendered results (detectron2's demo, with a faster pipeline and json exports).
+
+  python tools/demo.py --config-file CFG --input a.jpg photos/ "shots/*.png" --output out/ --json out/results.json
+  python tools/demo.py --config-file CFG --video-input clip.mp4 --output out/clip.mp4 --json out/clip.json
+  python tools/demo.py --config-file CFG --webcam --show
+  ... --opts MODEL.WEIGHTS output/quickstart/model_final.pth MODEL.DEVICE cuda
+
+Exit status: 0 when every input was processed, 1 when some inputs (or video frames)
+were bad (the others are still processed and the problems listed at the end), 2 when
+nothing could be run (bad config, weights, video or output path).
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from condseg.inference import Predictor, WeightsMismatchError  # noqa: E402
+from condseg.inference.sources import IMAGE_EXTENSIONS, ImageReadError, expand_image_inputs, read_image  # noqa: E402
+from condseg.inference.video import VideoOpenError, VideoSink, display_available, run_video  # noqa: E402
+
+VIDEO_EXTENSIONS = tuple(VideoSink.FOURCC)
+
+
+class DemoError(Exception):
+    """Nothing can be run: the message says why and names the file."""
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, metavar="FILE", help="model config (yaml)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    src.add_argument("--video-input", metavar="FILE", help="a video file")
+    src.add_argument("--webcam", nargs="?", type=int, const=0, metavar="INDEX", help="a camera (default index 0)")
+    p.add_argument("--output", metavar="FILE_OR_DIR",
+                   help="images: a folder (or a file for one image); video: an .mp4/.avi file or a folder")
+    p.add_argument("--json", metavar="FILE",
+                   help="also write the predictions: COCO format for images, per-frame records for a video")
+    p.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to keep a detection")
+    p.add_argument("--batch-size", type=int, default=1, help="images or frames per model call")
+    p.add_argument("--no-overlap", action="store_true",
+                   help="video: decode, run the model and draw one after the other (for comparison)")
+    p.add_argument("--fp16", action="store_true", help="run the model with float16 autocast (CUDA)")
+    p.add_argument("--show", action="store_true", help="also show the results in a window, when there is a display")
+    p.add_argument("--max-frames", type=int, default=None, help="video/webcam: stop after this many frames")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                   help="config overrides, e.g. MODEL.WEIGHTS model_final.pth MODEL.DEVICE cpu")
+    return p
+
+
+def _check_output_folder(path: str) -> None:
+    """The folder that will hold ``path`` must exist (nothing is created far from the user's intent)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise DemoError(f"--output {path}: the folder {folder} does not exist (create it first)")
+
+
+def _video_output(args) -> str:
+    """The output video path: --output itself, or a file named after the input inside it."""
+    out = args.output
+    if out is None:
+        return None
+    if os.path.isdir(out) or not os.path.splitext(out)[1]:  # a folder: made if its parent exists
+        _check_output_folder(os.path.normpath(out))
+        os.makedirs(out, exist_ok=True)
+        stem = "webcam" if args.video_input is None else os.path.splitext(os.path.basename(args.video_input))[0]
+        return os.path.join(out, stem + ".mp4")
+    if os.path.splitext(out)[1].lower() not in VIDEO_EXTENSIONS:
+        raise DemoError(f"--output {out}: a video output must end in one of {', '.join(VIDEO_EXTENSIONS)}")
+    _check_output_folder(out)
+    return out
+
+
+def _image_outputs(args, files):
+    """Output path per input image (None without --output)."""
+    out = args.output
+    if out is None:
+        return [None] * len(files)
+    single_file = len(files) == 1 and os.path.splitext(out)[1].lower() in IMAGE_EXTENSIONS and not os.path.isdir(out)
+    if single_file:
+        _check_output_folder(out)
+        return [out]
+    _check_output_folder(os.path.normpath(out))
+    os.makedirs(out, exist_ok=True)
+    names, paths = set(), []
+    for f in files:
+        stem, ext = os.path.splitext(os.path.basename(f))
+        name, k = stem, 1
+        while name in names:  # the same file name in two input folders
+            k += 1
+            name = f"{stem}_{k}"
+        names.add(name)
+        paths.append(os.path.join(out, name + (ext if ext.lower() in (".jpg", ".jpeg", ".png") else ".png")))
+    for f, p in zip(files, paths):
+        if os.path.abspath(f) == os.path.abspath(p):
+            raise DemoError(f"--output {out}: would overwrite the input image {f} (choose another folder)")
+    return paths
+
+
+def run_images(args, predictor_factory) -> int:
+    files, problems = expand_image_inputs(args.input)
+    if not files and problems:
+        for path, msg in problems:
+            print(f"  problem: {path}: {msg}", file=sys.stderr)
+        raise DemoError("no image to process")
+    outputs = _image_outputs(args, files)
+    if args.json:
+        _check_output_folder(args.json)
+    predictor = predictor_factory()
+    import cv2
+    from tqdm import tqdm
+
+    show = args.show and display_available()
+    if args.show and not show:
+        logging.getLogger("condseg").warning("no display: --show ignored")
+    images_json, instances_done = [], []
+    model_s = draw_s = 0.0
+    start = time.perf_counter()
+    bar = tqdm(total=len(files), unit="image", disable=args.no_progress, dynamic_ncols=True)
+    pending = []
+
+    def flush():
+        nonlocal model_s, draw_s
+        t0 = time.perf_counter()
+        results = predictor.predict_batch([im for _, _, im in pending])
+        model_s += time.perf_counter() - t0
+        for (path, out, image), instances in zip(pending, results):
+            t1 = time.perf_counter()
+            if out is not None or show:
+                rendered = predictor.render(image, instances)
+            if out is not None and not cv2.imwrite(out, rendered):
+                problems.append((out, "could not write the rendered image"))
+            if show:
+                cv2.imshow(os.path.basename(path), rendered)
+                if cv2.waitKey(0) & 0xFF in (ord("q"), 27):  # any key: next image; q or Esc: stop
+                    raise KeyboardInterrupt
+                cv2.destroyAllWindows()
+            draw_s += time.perf_counter() - t1
+            images_json.append({"id": len(images_json) + 1, "file_name": path,
+                                "height": int(image.shape[0]), "width": int(image.shape[1])})
+            instances_done.append(instances)
+            bar.update(1)
+        pending.clear()
+
+    try:
+        for path, out in zip(files, outputs):
+            try:
+                image = read_image(path)
+            except ImageReadError as e:
+                problems.append((path, str(e).split(": ", 1)[-1]))
+                bar.update(1)
+                continue
+            pending.append((path, out, image))
+            if len(pending) >= args.batch_size:
+                flush()
+        if pending:
+            flush()
+    finally:  # on Ctrl-C or an error too: the json of the images done so far
+        bar.close()
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(predictor.to_coco(images_json, instances_done), f)
+    wall = time.perf_counter() - start
+    n = len(images_json)
+    print(f"{n} images in {wall:.1f} s: model {1000 * model_s / max(n, 1):.1f} ms per image, "
+          f"drawing and writing {1000 * draw_s / max(n, 1):.1f} ms per image; "
+          f"{sum(len(x) for x in instances_done)} instances")
+    if args.output:
+        print(f"rendered images: {args.output}")
+    if args.json:
+        print(f"predictions (COCO format): {args.json}")
+    if problems:
+        print(f"{len(problems)} problems:", file=sys.stderr)
+        for path, msg in problems:
+            print(f"  {path}: {msg}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_stream(args, predictor_factory) -> int:
+    output = _video_output(args)
+    if output and args.video_input and os.path.abspath(output) == os.path.abspath(args.video_input):
+        raise DemoError(f"--output {output}: would overwrite the input video")
+    if args.json:
+        _check_output_folder(args.json)
+    source = args.webcam if args.video_input is None else args.video_input
+    if isinstance(source, str) and not os.path.isfile(source):
+        raise DemoError(f"--video-input {source}: no such file")
+    if output is None and not args.json and not args.show:
+        logging.getLogger("condseg").warning("no --output, --json or --show: the results are not kept")
+    predictor = predictor_factory()
+    try:
+        summary = run_video(predictor, source, output=output, json_path=args.json, batch_size=args.batch_size,
+                            overlap=not args.no_overlap, show=args.show, progress=not args.no_progress,
+                            max_frames=args.max_frames)
+    except VideoOpenError as e:
+        raise DemoError(str(e))
+    print("\n".join(summary.lines()))
+    return 1 if summary.errors else 0
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if args.batch_size < 1:
+        print("demo: error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    if not os.path.isfile(args.config_file):
+        print(f"demo: error: --config-file {args.config_file}: no such file", file=sys.stderr)
+        return 2
+
+    def predictor_factory():
+        try:
+            return Predictor(args.config_file, opts=args.opts, confidence_threshold=args.confidence_threshold,
+                             fp16=args.fp16)
+        except (FileNotFoundError, WeightsMismatchError) as e:
+            raise DemoError(str(e))
+        except KeyError as e:  # yacs: a key in --opts that the config does not have
+            raise DemoError(f"--opts: {e.args[0] if e.args else e}")
+
+    try:
+        if args.input:
+            return run_images(args, predictor_factory)
+        return run_stream(args, predictor_factory)
+    except DemoError as e:
+        print(f"demo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("demo: interrupted; what was done so far is written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
