@@ -31,9 +31,9 @@ quickstart: setup
 	$(MAKE) --no-print-directory demo
 
 demo: setup
-	$(PY) -m condseg.data.shapes_video $(DEMO_VIDEO) --frames 90 --size 640x480 --fps 15
+	$(PY) -m condseg.data.shapes_video $(DEMO_VIDEO) --frames 90 --size 640x480 --fps 15 --seed 3
 	$(PY) tools/demo.py --config-file $(QUICKSTART_CONFIG) --video-input $(DEMO_VIDEO) \
-		--output $(QUICKSTART_OUTPUT)/demo.mp4 --json $(QUICKSTART_OUTPUT)/demo.json \
+		--output $(QUICKSTART_OUTPUT)/demo.mp4 --json $(QUICKSTART_OUTPUT)/demo.json --confidence-threshold 0.4 \
 		--opts MODEL.WEIGHTS $(QUICKSTART_OUTPUT)/model_final.pth
 	@echo "The rendered video is $(QUICKSTART_OUTPUT)/demo.mp4 (per-frame predictions: $(QUICKSTART_OUTPUT)/demo.json)"
 

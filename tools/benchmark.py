@@ -24,8 +24,8 @@ Cases
   demo        the video demo end to end (decode, model, track and draw, encode mp4) on a
               generated 640x480 video of the built-in shapes with the quickstart model
               (output/quickstart/model_final.pth: run `make quickstart` first): the
-              sequential pipeline against the overlapped one (batch 1 and 2), and the
-              model alone on frames already in memory. Times are per pass over the video;
+              sequential pipeline against the overlapped one (1 and 2 frames per model
+              call), and the model alone on frames already in memory. Times are per pass over the video;
               the table adds frames/s. Runs with the default allocator (it is inference).
 
 Every measurement runs in fresh processes, so its peak memory is its own: on the CPU
@@ -283,27 +283,29 @@ CASES["dcn"] = Case(dcn_plan, dcn_runs, "conv2d", ("stage", "batch"), comparable
 DEMO_CONFIG = os.path.join("configs", "quickstart", "condinst_R18_shapes.yaml")
 DEMO_WEIGHTS = os.path.join("output", "quickstart", "model_final.pth")
 DEMO_FRAMES, DEMO_SIZE = 60, "640x480"
+DEMO_SEED, DEMO_THRESHOLD = 3, 0.4  # the video and threshold of `make demo`
 
 
 def demo_video(frames: int, size: str) -> str:
     """The generated shapes video the demo case reads (written once, then reused)."""
     from condseg.data.shapes_video import write_shapes_video
 
-    path = os.path.join("output", "benchmark", f"shapes_{size}_{frames}.mp4")
+    path = os.path.join("output", "benchmark", f"shapes_{size}_{frames}_seed{DEMO_SEED}.mp4")
     if not os.path.isfile(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         w, h = (int(v) for v in size.split("x"))
         tmp = path + ".tmp.mp4"
-        write_shapes_video(tmp, frames, w, h, 15.0, seed=0)
+        write_shapes_video(tmp, frames, w, h, 15.0, seed=DEMO_SEED)
         os.replace(tmp, path)
     return path
 
 
 def demo_runs(device: str, impl: str, mode: str, frames: int, size: str, config: str, weights: str):
     """One pass of the demo over the video. ``impl``: ``sequential`` (decode, model, draw,
-    encode one after the other), ``overlapped`` / ``overlapped+batch2`` (the pipeline of
-    condseg.inference.video, 1 or 2 frames per model call), ``model_only`` (the model on
-    the decoded frames, nothing else). Returns ``{"metrics": ...}`` for the table."""
+    encode one after the other) or ``overlapped`` (the threaded pipeline of
+    condseg.inference.video), with 1 frame per model call or 2 (``+batch2``), or
+    ``model_only`` (the model on the decoded frames, one at a time, nothing else).
+    Returns ``{"metrics": ...}`` for the table."""
     import tempfile
 
     import cv2
@@ -312,7 +314,7 @@ def demo_runs(device: str, impl: str, mode: str, frames: int, size: str, config:
     from condseg.inference.video import run_video
 
     video = demo_video(frames, size)
-    predictor = Predictor(config, weights, device=device, confidence_threshold=0.5)
+    predictor = Predictor(config, weights, device=device, confidence_threshold=DEMO_THRESHOLD)
     out = os.path.join(tempfile.mkdtemp(prefix="condseg_demo_bench"), "out.mp4")
     if impl == "model_only":
         cap = cv2.VideoCapture(video)
@@ -349,7 +351,7 @@ def demo_plan(devices):
         {"case": "demo", "device": d, "impl": impl, "mode": "video", "frames": DEMO_FRAMES, "size": DEMO_SIZE,
          "config": DEMO_CONFIG, "weights": DEMO_WEIGHTS}
         for d in devices
-        for impl in ("sequential", "overlapped", "overlapped+batch2", "model_only")
+        for impl in ("sequential", "sequential+batch2", "overlapped", "overlapped+batch2", "model_only")
     ]
 
 

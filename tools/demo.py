@@ -17,8 +17,11 @@ import logging
 import os
 import sys
 import time
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# detectron2 still builds some helpers with torch.jit.script, which torch now flags on import
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
 
 from condseg.inference import Predictor, WeightsMismatchError  # noqa: E402
 from condseg.inference.sources import IMAGE_EXTENSIONS, ImageReadError, expand_image_inputs, read_image  # noqa: E402

@@ -117,3 +117,17 @@ def test_bad_image_argument(predictor):
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         predictor(np.zeros((10, 10), np.uint8))
 
+
+
+def test_fp16_is_ignored_on_the_cpu(tiny_model, images):
+    p = Predictor(*tiny_model, device="cpu", confidence_threshold=0.0, fp16=True)
+    assert p.fp16 is False and p(images[0]).scores.dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: fp16 autocast runs on CUDA only")
+def test_fp16_on_cuda_agrees_with_fp32(tiny_model, images):
+    full = Predictor(*tiny_model, device="cuda", confidence_threshold=0.0)(images[0])
+    half = Predictor(*tiny_model, device="cuda", confidence_threshold=0.0, fp16=True)(images[0])
+    assert half.scores.dtype == torch.float32 and half.pred_boxes.tensor.device.type == "cpu"
+    assert len(half) == len(full)
+    torch.testing.assert_close(half.scores, full.scores, atol=2e-2, rtol=0)

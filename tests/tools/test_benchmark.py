@@ -63,10 +63,11 @@ def test_demo_case_measures_every_pipeline_on_a_given_model(tiny_model, tmp_path
     monkeypatch.setattr(bench, "DEMO_FRAMES", 6)
     monkeypatch.setattr(bench, "DEMO_SIZE", "96x64")
     specs = bench.demo_plan(["cpu"])
-    assert [s["impl"] for s in specs] == ["sequential", "overlapped", "overlapped+batch2", "model_only"]
+    assert [s["impl"] for s in specs] == ["sequential", "sequential+batch2", "overlapped", "overlapped+batch2",
+                                          "model_only"]
     rows = [bench.measure(s, repeats=1, warmup=0) for s in specs]
     assert all(r["metrics"][0]["frames/s"] > 0 for r in rows)
-    assert "model ms/frame" in rows[1]["metrics"][0] and "model ms/frame" not in rows[3]["metrics"][0]
+    assert "model ms/frame" in rows[2]["metrics"][0] and "model ms/frame" not in rows[4]["metrics"][0]
     merged = [bench.merge_rounds([r]) for r in rows]
     for r in merged:
         r["max_abs_diff"] = None
