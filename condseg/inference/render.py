@@ -65,7 +65,10 @@ def draw_instances(image: np.ndarray, boxes: Optional[np.ndarray], masks: Option
         colors: N BGR colours.
         alpha: mask opacity.
 
-    Instances are drawn in order, so the last one ends on top.
+    Masks and boxes are drawn in order, so the last one ends on top. Labels are drawn
+    after all of them, so no mask hides a label; the last instance's label is placed
+    first, and each later placed label moves down past the tabs already placed rather
+    than covering them (overlapping detections stay readable).
 
     Returns:
         ``(H, W, 3)`` uint8 BGR.
@@ -75,9 +78,9 @@ def draw_instances(image: np.ndarray, boxes: Optional[np.ndarray], masks: Option
     n = len(colors)
     thick = max(1, round(min(height, width) / 360))
     font_scale = 0.35 + 0.15 * thick
+    anchors: List[Optional[Tuple[int, int]]] = [None] * n
     for i in range(n):
         color = tuple(int(c) for c in colors[i])
-        anchor = None
         if masks is not None:
             extent = _mask_extent(masks[i])
             if extent is not None:
@@ -88,23 +91,51 @@ def draw_instances(image: np.ndarray, boxes: Optional[np.ndarray], masks: Option
                 np.copyto(region, tinted, where=m[:, :, None])
                 contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
                 cv2.drawContours(region, contours, -1, color, thick, lineType=cv2.LINE_AA)
-                anchor = (x0, y0)
+                anchors[i] = (x0, y0)
         if boxes is not None:
             x0, y0, x1, y1 = (int(round(float(v))) for v in boxes[i])
             cv2.rectangle(out, (x0, y0), (x1, y1), color, thick, lineType=cv2.LINE_AA)
-            anchor = (x0, y0)
-        if labels is not None and anchor is not None:
-            _draw_label(out, labels[i], anchor, color, font_scale, thick)
+            anchors[i] = (x0, y0)
+    if labels is not None:
+        placed: List[Tuple[int, int, int, int]] = []
+        for i in reversed(range(n)):
+            if anchors[i] is not None:
+                color = tuple(int(c) for c in colors[i])
+                placed.append(_draw_label(out, labels[i], anchors[i], color, font_scale, placed))
     return out
 
 
-def _draw_label(image, text: str, anchor: Tuple[int, int], color, font_scale: float, thick: int) -> None:
-    """A filled tab with ``text`` just above ``anchor`` (below it when there is no room)."""
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    (tw, th), base = cv2.getTextSize(text, font, font_scale, 1)
-    x = min(max(anchor[0], 0), max(image.shape[1] - tw - 2, 0))
-    y = anchor[1] - th - base - 2
+def _overlaps(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _label_rect(image, text: str, anchor: Tuple[int, int], font_scale: float, placed) -> Tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` of the tab for ``text``: just above ``anchor`` (below it when
+    there is no room), moved down one tab height at a time past the rectangles in
+    ``placed`` (at most 8 times; then it stays where it started)."""
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    w, h = tw + 2, th + base + 2
+    x = min(max(anchor[0], 0), max(image.shape[1] - w, 0))
+    y = anchor[1] - h
     if y < 0:
-        y = min(anchor[1], image.shape[0] - th - base - 2)
-    cv2.rectangle(image, (x, y), (x + tw + 2, y + th + base + 2), color, -1)
-    cv2.putText(image, text, (x + 1, y + th + 1), font, font_scale, _text_color(color), 1, cv2.LINE_AA)
+        y = min(anchor[1], image.shape[0] - h)
+    first = (x, y, x + w, y + h)
+    for step in range(9):
+        yy = y + step * h
+        if yy + h > image.shape[0]:
+            break
+        rect = (x, yy, x + w, yy + h)
+        if not any(_overlaps(rect, r) for r in placed):
+            return rect
+    return first
+
+
+def _draw_label(image, text: str, anchor: Tuple[int, int], color, font_scale: float, placed=()) -> Tuple[int, int, int, int]:
+    """Draw a filled tab with ``text`` near ``anchor`` (see :func:`_label_rect`) and
+    return its rectangle."""
+    x0, y0, x1, y1 = _label_rect(image, text, anchor, font_scale, placed)
+    (_, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    cv2.rectangle(image, (x0, y0), (x1, y1), color, -1)
+    cv2.putText(image, text, (x0 + 1, y0 + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, _text_color(color), 1,
+                cv2.LINE_AA)
+    return x0, y0, x1, y1

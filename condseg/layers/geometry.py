@@ -4,6 +4,8 @@ Conventions: points are (x, y) in pixels of the padded network input; the point 
 feature-map cell (row i, column j) at stride s is its centre
 ``(j * s + s // 2, i * s + s // 2)``; cells are flattened row-major.
 """
+from typing import Tuple
+
 import torch
 
 __all__ = ["compute_locations", "aligned_bilinear", "aligned_bilinear_adjoint"]
@@ -22,21 +24,99 @@ def compute_locations(height: int, width: int, stride: int, device=None) -> torc
     return torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), dim=1) + stride // 2
 
 
+def _phase_weight(s: int, factor: int) -> Tuple[int, float]:
+    """Output phase ``s`` (output index ``q = factor * j + s``) of the 1-D aligned
+    upsampling reads ``(1 - t) x[j + shift] + t x[j + shift + 1]``: returns
+    ``(shift, t)`` with shift 0 or -1 (see :func:`_aligned_linear_1d`)."""
+    pad = factor // 2
+    return (0, (s - pad) / factor) if s >= pad else (-1, (s - pad + factor) / factor)
+
+
 def _aligned_linear_1d(x: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
     """Upsample one axis of length n to ``factor * n``: output q samples the input at
-    ``max(q - factor // 2, 0) / factor``, clamped to n - 1 (linear interpolation)."""
+    ``max(q - factor // 2, 0) / factor``, clamped to n - 1 (linear interpolation).
+
+    Written phase by phase into the output, one pass: phase s of output cell j
+    (``q = factor * j + s``) is ``lerp(x[j + shift], x[j + shift + 1], t)`` with
+    :func:`_phase_weight`, where ``x[n] := x[n - 1]`` and, for ``shift = -1``, cell 0 is ``x[0]``."""
     n = x.shape[dim]
-    nxt = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim=dim)  # x[k + 1], clamped
-    # phase r of cell k sits at position k + r / f: x[k] + (r / f) * (x[k + 1] - x[k]).
-    # Stacked phases (rather than a broadcast over a phase axis) keep the backward elementwise.
-    diff = nxt - x
-    y = torch.stack([x] + [x + (r / factor) * diff for r in range(1, factor)], dim=dim + 1)
-    y = y.flatten(dim, dim + 1)
+    shape = list(x.shape)
+    shape[dim] = factor * n
+    out = x.new_empty(shape)
+    phases = out.unflatten(dim, (n, factor))
+    first, last = x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1)
+    for s in range(factor):
+        shift, t = _phase_weight(s, factor)
+        dst = phases.select(dim + 1, s)
+        if t == 0:
+            dst.copy_(x)
+        elif shift == 0:
+            torch.lerp(first, last, t, out=dst.narrow(dim, 0, n - 1))
+            dst.narrow(dim, n - 1, 1).copy_(x.narrow(dim, n - 1, 1))
+        else:
+            torch.lerp(first, last, t, out=dst.narrow(dim, 1, n - 1))
+            dst.narrow(dim, 0, 1).copy_(x.narrow(dim, 0, 1))
+    return out
+
+
+def _aligned_linear_1d_adjoint(grad: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
+    """Adjoint of :func:`_aligned_linear_1d`: length ``factor * n`` -> n along ``dim``,
+    phase by phase (each phase's gradient goes to the two cells it read)."""
+    n = grad.shape[dim] // factor
+    phases = grad.unflatten(dim, (n, factor))
     pad = factor // 2
-    if pad == 0:
-        return y
-    head = x.narrow(dim, 0, 1).expand(*[pad if d == dim else -1 for d in range(x.dim())])
-    return torch.cat([head, y.narrow(dim, 0, factor * n - pad)], dim=dim)
+    out = phases.select(dim + 1, pad).clone()  # phase pad reads x[j] with weight 1
+    for s in range(factor):
+        shift, t = _phase_weight(s, factor)
+        if s == pad:
+            continue
+        g = phases.select(dim + 1, s)
+        if shift == 0:  # (1 - t) -> x[j], t -> x[j + 1] (x[n] is x[n - 1])
+            out.add_(g, alpha=1 - t)
+            out.narrow(dim, 1, n - 1).add_(g.narrow(dim, 0, n - 1), alpha=t)
+            out.narrow(dim, n - 1, 1).add_(g.narrow(dim, n - 1, 1), alpha=t)
+        else:  # cell 0 is x[0]; cell j >= 1: (1 - t) -> x[j - 1], t -> x[j]
+            out.narrow(dim, 0, n - 1).add_(g.narrow(dim, 1, n - 1), alpha=1 - t)
+            out.narrow(dim, 1, n - 1).add_(g.narrow(dim, 1, n - 1), alpha=t)
+            out.narrow(dim, 0, 1).add_(g.narrow(dim, 0, 1))
+    return out
+
+
+def _upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
+    return _aligned_linear_1d(_aligned_linear_1d(x, factor, 2), factor, 3)
+
+
+def aligned_bilinear_adjoint(grad: torch.Tensor, factor: int) -> torch.Tensor:
+    """The gradient w.r.t. the input of :func:`aligned_bilinear` (a linear map) given the
+    gradient ``(N, C, factor*H, factor*W)`` w.r.t. its output: ``(N, C, H, W)``. Its
+    backward; fused losses call it directly, without building a graph."""
+    factor = int(factor)
+    if factor == 1:
+        return grad
+    return _aligned_linear_1d_adjoint(_aligned_linear_1d_adjoint(grad, factor, 3), factor, 2)
+
+
+class _AlignedBilinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, factor):
+        ctx.factor = factor
+        return _upsample(x, factor)
+
+    @staticmethod
+    def backward(ctx, grad):
+        # linear: the backward is the adjoint, itself differentiable (plain torch ops)
+        return _AlignedBilinearAdjoint.apply(grad.contiguous(), ctx.factor), None
+
+
+class _AlignedBilinearAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grad, factor):
+        ctx.factor = factor
+        return aligned_bilinear_adjoint(grad, factor)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _AlignedBilinear.apply(g.contiguous(), ctx.factor), None
 
 
 def aligned_bilinear(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -47,51 +127,13 @@ def aligned_bilinear(x: torch.Tensor, factor: int) -> torch.Tensor:
     the last row/column: the alignment CondInst uses so that stride-s maps line up with
     the image grid (cell centres at ``s * k + s // 2``). ``factor == 1`` returns ``x``.
 
-    Computed as two separable 1-D interpolations built from shifted slices, which is
-    exact and, unlike resampling through ``F.interpolate`` between replicate pads, has a
-    cheap backward (no scatter).
+    Computed as two separable 1-D interpolations, each written phase by phase into its
+    output in one pass; the backward is the explicit adjoint
+    (:func:`aligned_bilinear_adjoint`), also one pass per axis and without scatter.
     """
     assert x.dim() == 4, f"aligned_bilinear expects (N, C, H, W), got {tuple(x.shape)}"
     assert factor >= 1 and int(factor) == factor, f"factor must be a positive integer, got {factor}"
     factor = int(factor)
     if factor == 1:
         return x
-    return _aligned_linear_1d(_aligned_linear_1d(x, factor, 2), factor, 3)
-
-
-def _aligned_linear_1d_adjoint(grad: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
-    """Adjoint of :func:`_aligned_linear_1d`: length ``factor * n`` -> n along ``dim``.
-
-    Forward, with ``pad = factor // 2`` and ``x[n] := x[n - 1]``: ``y[q] = x[0]`` for
-    ``q < pad``, else ``y[q] = Y[q - pad]`` where
-    ``Y[f k + r] = (1 - r / f) x[k] + (r / f) x[k + 1]``."""
-    m = grad.shape[dim]
-    n = m // factor
-    pad = factor // 2
-    g_y = grad.narrow(dim, pad, m - pad)  # the gradient of Y; zero for its last pad entries
-    if pad:
-        zeros = grad.new_zeros(()).expand(*[pad if d == dim else s for d, s in enumerate(grad.shape)])
-        g_y = torch.cat([g_y, zeros], dim=dim)
-    g_y = g_y.unflatten(dim, (n, factor))
-    # weights (1 - r / f) on x[k] and r / f on x[k + 1]
-    to_k = torch.add(g_y.select(dim + 1, 0), g_y.select(dim + 1, 1), alpha=1 - 1 / factor)
-    to_next = g_y.select(dim + 1, 1) * (1 / factor)
-    for r in range(2, factor):
-        g_r = g_y.select(dim + 1, r)
-        to_k.add_(g_r, alpha=1 - r / factor)
-        to_next.add_(g_r, alpha=r / factor)
-    to_k.narrow(dim, 1, n - 1).add_(to_next.narrow(dim, 0, n - 1))
-    to_k.narrow(dim, n - 1, 1).add_(to_next.narrow(dim, n - 1, 1))  # x[n] is x[n - 1]
-    if pad:
-        to_k.narrow(dim, 0, 1).add_(grad.narrow(dim, 0, pad).sum(dim, keepdim=True))
-    return to_k
-
-
-def aligned_bilinear_adjoint(grad: torch.Tensor, factor: int) -> torch.Tensor:
-    """The gradient w.r.t. the input of :func:`aligned_bilinear` (a linear map) given the
-    gradient ``(N, C, factor*H, factor*W)`` w.r.t. its output: ``(N, C, H, W)``. Equal to
-    autograd's, without building a graph (fused losses call it directly)."""
-    factor = int(factor)
-    if factor == 1:
-        return grad
-    return _aligned_linear_1d_adjoint(_aligned_linear_1d_adjoint(grad, factor, 3), factor, 2)
+    return _AlignedBilinear.apply(x, factor)

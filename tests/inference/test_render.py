@@ -45,3 +45,26 @@ def test_colors_and_labels():
     assert color_of(3) == color_of(3 + len(PALETTE)) and color_of(0) != color_of(1)
     assert len(set(PALETTE)) == len(PALETTE)
     assert instance_labels([0, 5], [0.904, 0.5], ["circle"]) == ["circle 90%", "5 50%"]
+
+
+def test_labels_of_overlapping_detections_do_not_cover_each_other():
+    image = np.full((80, 120, 3), 100, np.uint8)
+    boxes = np.array([[20, 30, 90, 70], [20, 30, 90, 70]], np.float32)  # one object, two detections
+    red, blue = (0, 0, 255), (255, 0, 0)
+    out = draw_instances(image, boxes, None, ["ring 40%", "ellipse 55%"], [red, blue])
+    is_red, is_blue = np.all(out == red, axis=2), np.all(out == blue, axis=2)
+    # the last instance's tab keeps its place above the box; the other's moves below it
+    # (row 30 is the boxes' top edge) instead of being painted over
+    assert is_blue[:30, 20:40].sum() > 100 and not is_red[:30].any()
+    assert is_red[31:55, 21:40].sum() > 100
+
+
+def test_a_later_mask_does_not_hide_an_earlier_label():
+    image = np.full((80, 120, 3), 100, np.uint8)
+    boxes = np.array([[10, 30, 60, 60], [0, 0, 120, 80]], np.float32)
+    masks = np.zeros((2, 80, 120), bool)
+    masks[1] = True  # covers the whole image, label tabs included
+    red, blue = (0, 0, 255), (255, 0, 0)
+    out = draw_instances(image, boxes, masks, ["star 90%", "ring 50%"], [red, blue], alpha=0.5)
+    # the mask tints everything drawn before it; pure red is instance 0's tab, drawn after
+    assert np.all(out == red, axis=2).sum() > 100

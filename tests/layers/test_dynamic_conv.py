@@ -141,12 +141,34 @@ def test_dice_loss_matches_fixture(fixture):
 
 
 @pytest.mark.parametrize("factor", [1, 2, 3, 4])
-def test_aligned_bilinear_adjoint_equals_autograd(factor):
+@pytest.mark.parametrize("size", [(5, 7), (1, 4), (3, 1)])
+def test_aligned_bilinear_adjoint_is_the_transpose(factor, size):
+    """<A x, g> == <x, A^T g> for the explicit adjoint, and the backward (which is that
+    adjoint) and its own backward pass gradcheck / gradgradcheck."""
     from condseg.layers.geometry import aligned_bilinear_adjoint
 
     torch.manual_seed(factor)
-    x = torch.randn(3, 2, 5, 7, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 1, *size, dtype=torch.float64, requires_grad=True)
     y = aligned_bilinear(x, factor)
     grad = torch.randn_like(y)
-    expected = torch.autograd.grad(y, x, grad)[0]
-    torch.testing.assert_close(aligned_bilinear_adjoint(grad, factor), expected, atol=1e-13, rtol=1e-13)
+    lhs = (y * grad).sum()
+    rhs = (x * aligned_bilinear_adjoint(grad, factor)).sum()
+    torch.testing.assert_close(lhs, rhs, atol=1e-12, rtol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: aligned_bilinear(t, factor), (x,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(lambda t: aligned_bilinear(t, factor), (x,), fast_mode=True)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_aligned_bilinear_equals_the_interpolate_formulation(factor):
+    """The published computation: replicate-pad 1 at the bottom/right, bilinear
+    interpolation with aligned corners to ``factor * n + 1``, replicate-pad ``factor // 2``
+    at the top/left, crop to ``factor * n``."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(factor)
+    x = torch.randn(2, 3, 6, 9, dtype=torch.float64)
+    h, w = x.shape[2:]
+    y = F.pad(x, (0, 1, 0, 1), mode="replicate")
+    y = F.interpolate(y, size=(factor * h + 1, factor * w + 1), mode="bilinear", align_corners=True)
+    y = F.pad(y, (factor // 2, 0, factor // 2, 0), mode="replicate")[:, :, : factor * h, : factor * w]
+    torch.testing.assert_close(aligned_bilinear(x, factor), y, atol=1e-12, rtol=0)
