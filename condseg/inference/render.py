@@ -78,7 +78,7 @@ def draw_instances(image: np.ndarray, boxes: Optional[np.ndarray], masks: Option
     n = len(colors)
     thick = max(1, round(min(height, width) / 360))
     font_scale = 0.35 + 0.15 * thick
-    anchors: List[Optional[Tuple[int, int]]] = [None] * n
+    anchors: List[Optional[Tuple[int, int, int]]] = [None] * n  # label corner x, y and the object's bottom
     for i in range(n):
         color = tuple(int(c) for c in colors[i])
         if masks is not None:
@@ -91,11 +91,11 @@ def draw_instances(image: np.ndarray, boxes: Optional[np.ndarray], masks: Option
                 np.copyto(region, tinted, where=m[:, :, None])
                 contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
                 cv2.drawContours(region, contours, -1, color, thick, lineType=cv2.LINE_AA)
-                anchors[i] = (x0, y0)
+                anchors[i] = (x0, y0, y1)
         if boxes is not None:
             x0, y0, x1, y1 = (int(round(float(v))) for v in boxes[i])
             cv2.rectangle(out, (x0, y0), (x1, y1), color, thick, lineType=cv2.LINE_AA)
-            anchors[i] = (x0, y0)
+            anchors[i] = (x0, y0, y1)
     if labels is not None:
         placed: List[Tuple[int, int, int, int]] = []
         for i in reversed(range(n)):
@@ -109,10 +109,11 @@ def _overlaps(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> boo
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _label_rect(image, text: str, anchor: Tuple[int, int], font_scale: float, placed) -> Tuple[int, int, int, int]:
-    """``(x0, y0, x1, y1)`` of the tab for ``text``: just above ``anchor`` (below it when
-    there is no room), moved down one tab height at a time past the rectangles in
-    ``placed`` (at most 8 times; then it stays where it started)."""
+def _label_rect(image, text: str, anchor: Tuple[int, int, int], font_scale: float, placed) -> Tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` of the tab for ``text``: just above the object's top-left
+    corner ``anchor[:2]`` (below it when there is no room), moved down one tab height at a
+    time past the rectangles in ``placed`` as long as it stays above the object's bottom
+    ``anchor[2]``; where no such place is free it stays where it started."""
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
     w, h = tw + 2, th + base + 2
     x = min(max(anchor[0], 0), max(image.shape[1] - w, 0))
@@ -120,9 +121,10 @@ def _label_rect(image, text: str, anchor: Tuple[int, int], font_scale: float, pl
     if y < 0:
         y = min(anchor[1], image.shape[0] - h)
     first = (x, y, x + w, y + h)
-    for step in range(9):
+    bottom = min(max(anchor[2], y + h), image.shape[0])
+    for step in range(image.shape[0] // h + 1):
         yy = y + step * h
-        if yy + h > image.shape[0]:
+        if yy + h > bottom:
             break
         rect = (x, yy, x + w, yy + h)
         if not any(_overlaps(rect, r) for r in placed):
@@ -130,7 +132,7 @@ def _label_rect(image, text: str, anchor: Tuple[int, int], font_scale: float, pl
     return first
 
 
-def _draw_label(image, text: str, anchor: Tuple[int, int], color, font_scale: float, placed=()) -> Tuple[int, int, int, int]:
+def _draw_label(image, text: str, anchor: Tuple[int, int, int], color, font_scale: float, placed=()) -> Tuple[int, int, int, int]:
     """Draw a filled tab with ``text`` near ``anchor`` (see :func:`_label_rect`) and
     return its rectangle."""
     x0, y0, x1, y1 = _label_rect(image, text, anchor, font_scale, placed)
