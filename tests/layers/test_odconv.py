@@ -26,8 +26,13 @@ LAYER_CASES = [
     "layer_k3_kn2_red05_in64.pt",
     "layer_k5_kn2_s2_p2.pt",
 ]
-# "pointwise" needs a kernel shared by all samples: k == 1 and n == 1
-CASE_IMPLS = [(c, i) for c in LAYER_CASES for i in IMPLS if i != "pointwise" or c == "layer_pw_kn1.pt"]
+# "pointwise" needs a kernel shared by all samples: k == 1 and n == 1; "winograd" a 3x3
+# kernel, stride 1, dilation 1 and one group (test_winograd_cases_are_those_it_applies_to)
+WINOGRAD_CASES = ("layer_k3_kn4.pt", "layer_k3_kn4_temp30.pt", "layer_k3_kn2_red05_in64.pt")
+CASE_IMPLS = [
+    (c, i) for c in LAYER_CASES for i in IMPLS
+    if (i != "pointwise" or c == "layer_pw_kn1.pt") and (i != "winograd" or c in WINOGRAD_CASES)
+]
 GENERAL_IMPLS = tuple(i for i in IMPLS if i != "pointwise")
 
 
@@ -91,6 +96,13 @@ def reference_forward(m, x):
 
 
 # ------------------------------------------------------------------ fixtures
+def test_winograd_cases_are_those_it_applies_to(layer_fixture):
+    applies = {c for c in LAYER_CASES if "winograd" in impls_for(official_layer(layer_fixture(c)))}
+    assert applies == set(WINOGRAD_CASES)
+    with pytest.raises(ValueError, match="impl='winograd' needs a 3x3 kernel, stride 1"):
+        official_layer(layer_fixture("layer_k3_kn1_s2.pt"), "winograd")
+
+
 @pytest.mark.parametrize("case,impl", CASE_IMPLS)
 def test_layer_matches_official_fixture(layer_fixture, case, impl):
     d = layer_fixture(case)
@@ -158,7 +170,15 @@ def test_formulations_match_the_per_sample_definition():
         m.bias.normal_()
     x = torch.randn(3, 8, 10, 9, dtype=torch.float64)
     expected = reference_forward(m, x) + m.bias.view(1, -1, 1, 1)
-    for impl in GENERAL_IMPLS:
+    for impl in impls_for(m):
+        m.impl = impl
+        torch.testing.assert_close(m(x), expected, rtol=0, atol=1e-12)
+    # winograd's geometry: 3x3, stride 1, one group (any padding)
+    m = ODConv2d(8, 12, 3, padding=2, bias=True, kernel_num=3, min_channel=4).double()
+    with torch.no_grad():
+        m.bias.normal_()
+    expected = reference_forward(m, x) + m.bias.view(1, -1, 1, 1)
+    for impl in impls_for(m):
         m.impl = impl
         torch.testing.assert_close(m(x), expected, rtol=0, atol=1e-12)
 
@@ -168,8 +188,8 @@ def test_gradcheck_in_float64(impl):
     torch.manual_seed(0)
     if impl == "pointwise":
         m = ODConv2d(4, 6, 1, kernel_num=1, min_channel=3, impl=impl, bias=True)
-    else:
-        m = ODConv2d(4, 6, 3, padding=1, groups=2, kernel_num=3, min_channel=3, impl=impl)
+    else:  # winograd: one group
+        m = ODConv2d(4, 6, 3, padding=1, groups=1 if impl == "winograd" else 2, kernel_num=3, min_channel=3, impl=impl)
     m = m.double().train()  # attention BN on batch statistics
     names = [k for k, _ in m.named_parameters()]
     x = torch.randn(2, 4, 5, 4, dtype=torch.float64, requires_grad=True)
@@ -283,15 +303,29 @@ def test_auto_dispatch_and_default_impl():
     with torch.no_grad():  # inference: one bmm over the pixels
         assert conv1x1.resolved_impl(torch.empty(2, 256, 50, 76)) == "unfold_bmm"
         assert big.resolved_impl(torch.empty(2, 64, 64, 64)) == "per_sample"
-    assert impls_for(k3) == GENERAL_IMPLS and impls_for(pw) == IMPLS
+    assert impls_for(k3) == GENERAL_IMPLS and impls_for(pw) == tuple(i for i in IMPLS if i != "winograd")
+    assert "winograd" not in impls_for(ODConv2d(8, 8, 3, padding=1, stride=2))
+    assert "winograd" not in impls_for(ODConv2d(8, 8, 3, padding=2, dilation=2))
+    assert "winograd" not in impls_for(ODConv2d(8, 16, 3, padding=1, groups=2))
+    # winograd from 128 channels and 64 4x4 output tiles per sample (train and inference)
+    wide = ODConv2d(128, 128, 3, padding=1)
+    assert wide.resolved_impl(torch.empty(2, 128, 32, 32)) == "winograd"  # 8 x 8 tiles
+    assert wide.resolved_impl(torch.empty(2, 128, 28, 28)) == "per_sample"  # 7 x 7 tiles
+    with torch.no_grad():
+        assert wide.resolved_impl(torch.empty(2, 128, 32, 32)) == "winograd"
+    assert ODConv2d(64, 64, 3, padding=1).resolved_impl(torch.empty(2, 64, 64, 64)) == "per_sample"
+    assert ODConv2d(128, 128, 3, padding=1, stride=2).resolved_impl(torch.empty(2, 128, 64, 64)) == "per_sample"
     with default_impl("unfold_bmm"):
         assert k3.resolved_impl(x) == pw.resolved_impl(x) == "unfold_bmm"
         assert forced.resolved_impl(x) == "per_sample"
     with default_impl("pointwise"):  # does not apply to the 3x3 layer: it keeps the rule
         assert pw.resolved_impl(x) == "pointwise" and k3.resolved_impl(x) == "grouped"
     assert k3.resolved_impl(x) == "grouped"
+    with default_impl("winograd"):  # applies to the 3x3 stride-1 layer only
+        assert k3.resolved_impl(x) == "winograd" and pw.resolved_impl(x) == "pointwise"
+        assert ODConv2d(8, 8, 3, padding=1, stride=2).resolved_impl(x) == "grouped"
     with pytest.raises(ValueError, match="impl must be"):
-        set_default_impl("winograd")
+        set_default_impl("fft")
 
 
 # ------------------------------------------------------- detectron2 drop-in
@@ -313,7 +347,7 @@ def test_autocast_runs_in_bfloat16_on_cpu():
     m = ODConv2d(16, 16, 3, padding=1, kernel_num=2).eval()
     x = torch.randn(2, 16, 6, 6)
     expected = m(x)
-    for impl in GENERAL_IMPLS:
+    for impl in impls_for(m):
         m.impl = impl
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = m(x)
