@@ -97,26 +97,17 @@ def aligned_bilinear_adjoint(grad: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 class _AlignedBilinear(torch.autograd.Function):
+    """The upsampling (``adjoint=False``) or its adjoint (``adjoint=True``): linear maps,
+    so each one's backward is the other, itself differentiable."""
+
     @staticmethod
-    def forward(ctx, x, factor):
-        ctx.factor = factor
-        return _upsample(x, factor)
+    def forward(ctx, x, factor, adjoint):
+        ctx.factor, ctx.adjoint = factor, adjoint
+        return aligned_bilinear_adjoint(x, factor) if adjoint else _upsample(x, factor)
 
     @staticmethod
     def backward(ctx, grad):
-        # linear: the backward is the adjoint, itself differentiable (plain torch ops)
-        return _AlignedBilinearAdjoint.apply(grad.contiguous(), ctx.factor), None
-
-
-class _AlignedBilinearAdjoint(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, grad, factor):
-        ctx.factor = factor
-        return aligned_bilinear_adjoint(grad, factor)
-
-    @staticmethod
-    def backward(ctx, g):
-        return _AlignedBilinear.apply(g.contiguous(), ctx.factor), None
+        return _AlignedBilinear.apply(grad.contiguous(), ctx.factor, not ctx.adjoint), None, None
 
 
 def aligned_bilinear(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -136,4 +127,4 @@ def aligned_bilinear(x: torch.Tensor, factor: int) -> torch.Tensor:
     factor = int(factor)
     if factor == 1:
         return x
-    return _AlignedBilinear.apply(x, factor)
+    return _AlignedBilinear.apply(x, factor, False)
