@@ -234,3 +234,11 @@ def test_command_line_shows_progress_and_summary(tiny_model, tmp_path):
     assert "6/6" in proc.stderr and "frame/s" in proc.stderr  # tqdm: frames done, rate
     assert "frames/s end to end" in proc.stdout and "per frame: model" in proc.stdout
     assert os.path.isfile(tmp_path / "rendered" / "c.mp4")  # a folder output: named after the input
+
+
+def test_video_files_batch_two_frames_per_model_call_by_default():
+    parse = demo.get_parser().parse_args
+    assert demo.batch_size(parse(["--config-file", "c.yaml", "--video-input", "v.mp4"])) == demo.VIDEO_BATCH == 2
+    assert demo.batch_size(parse(["--config-file", "c.yaml", "--webcam"])) == 1  # a frame of latency otherwise
+    assert demo.batch_size(parse(["--config-file", "c.yaml", "--input", "a.png"])) == 1
+    assert demo.batch_size(parse(["--config-file", "c.yaml", "--video-input", "v.mp4", "--batch-size", "3"])) == 3
