@@ -28,7 +28,7 @@ from condseg.inference.sources import IMAGE_EXTENSIONS, ImageReadError, expand_i
 from condseg.inference.video import VideoOpenError, VideoSink, display_available, run_video  # noqa: E402
 
 VIDEO_EXTENSIONS = tuple(VideoSink.FOURCC)
-VIDEO_BATCH = 2  # default frames per model call for video files (README "Demo": 1.24x on the CPU)
+VIDEO_BATCH = 2  # default frames per model call for video files (README "Demo": 1.12-1.24x on the CPU)
 
 
 class DemoError(Exception):
@@ -50,7 +50,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to keep a detection")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"images or frames per model call (default: {VIDEO_BATCH} for a video file, where it "
-                        "raised throughput by a quarter on a 2-core CPU; 1 for a webcam, where it would add "
+                        "raised throughput by 12-24%% on a 2-core CPU; 1 for a webcam, where it would add "
                         "a frame of latency, and for images)")
     p.add_argument("--no-overlap", action="store_true",
                    help="video: decode, run the model and draw one after the other (for comparison)")

@@ -159,3 +159,27 @@ def test_training_mask_loss_is_the_same_for_both_head_formulations():
         grads.append((losses["loss_mask"].detach(), model.controller.weight.grad, model.mask_branch.predictor.weight.grad))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_finer_pyramid_variant_trains_and_predicts_full_size_masks():
+    """condinst_R18_p2_shapes.yaml: FCOS on P2-P6, mask branch from P2 (stride 4), masks
+    at stride 2; narrowed like the other tests' models."""
+    cfg = get_condseg_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs", "quickstart", "condinst_R18_p2_shapes.yaml"))
+    cfg.merge_from_list([
+        "MODEL.RESNETS.STEM_OUT_CHANNELS", "16", "MODEL.RESNETS.RES2_OUT_CHANNELS", "16",
+        "MODEL.FCOS.NUM_CLASSES", "4", "MODEL.CONDINST.MASK_BRANCH.CHANNELS", "32",
+        "MODEL.CONDINST.MASK_BRANCH.NUM_CONVS", "1", "MODEL.FCOS.INFERENCE_TH_TEST", "0.0",
+    ])
+    model = build_model(cfg)
+    assert model.mask_branch.out_stride == 4 and model.mask_out_stride == 2
+    assert [s.stride for s in model.backbone.output_shape().values()] == [4, 8, 16, 32, 64]
+    model.train()
+    losses = model(_inputs())
+    assert torch.isfinite(sum(losses.values())) and 0 < losses["loss_mask"] <= 1
+    sum(losses.values()).backward()
+    assert not [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    model.eval()
+    with torch.no_grad():
+        inst = model(_inputs(1))[0]["instances"]
+    assert inst.pred_masks.shape == (len(inst), 192, 320)
