@@ -109,18 +109,17 @@ def _overlaps(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> boo
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _label_rect(image, text: str, anchor: Tuple[int, int, int], font_scale: float, placed) -> Tuple[int, int, int, int]:
-    """``(x0, y0, x1, y1)`` of the tab for ``text``: just above the object's top-left
-    corner ``anchor[:2]`` (below it when there is no room), moved down one tab height at a
-    time past the rectangles in ``placed`` as long as it stays above the object's bottom
-    ``anchor[2]``; where no such place is free it stays where it started."""
+def _label_rect(image, text: str, anchor: Tuple[int, int, int], font_scale: float, placed):
+    """``((x0, y0, x1, y1), text_height)`` of the tab for ``text``: just above the object's
+    top-left corner ``anchor[:2]`` (below it when there is no room), moved down one tab
+    height at a time past the rectangles in ``placed`` as long as it stays above the
+    object's bottom ``anchor[2]``; where no such place is free it stays where it started."""
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
     w, h = tw + 2, th + base + 2
     x = min(max(anchor[0], 0), max(image.shape[1] - w, 0))
     y = anchor[1] - h
     if y < 0:
         y = min(anchor[1], image.shape[0] - h)
-    first = (x, y, x + w, y + h)
     bottom = min(max(anchor[2], y + h), image.shape[0])
     for step in range(image.shape[0] // h + 1):
         yy = y + step * h
@@ -128,15 +127,14 @@ def _label_rect(image, text: str, anchor: Tuple[int, int, int], font_scale: floa
             break
         rect = (x, yy, x + w, yy + h)
         if not any(_overlaps(rect, r) for r in placed):
-            return rect
-    return first
+            return rect, th
+    return (x, y, x + w, y + h), th
 
 
 def _draw_label(image, text: str, anchor: Tuple[int, int, int], color, font_scale: float, placed=()) -> Tuple[int, int, int, int]:
     """Draw a filled tab with ``text`` near ``anchor`` (see :func:`_label_rect`) and
     return its rectangle."""
-    x0, y0, x1, y1 = _label_rect(image, text, anchor, font_scale, placed)
-    (_, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    (x0, y0, x1, y1), th = _label_rect(image, text, anchor, font_scale, placed)
     cv2.rectangle(image, (x0, y0), (x1, y1), color, -1)
     cv2.putText(image, text, (x0 + 1, y0 + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, _text_color(color), 1,
                 cv2.LINE_AA)
