@@ -5,7 +5,7 @@ import pytest
 import torch
 
 FIXTURES = os.environ.get(
-    "CONDSEG_FIXTURES", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures")
+    "CONDSEG_FIXTURES", os.path.join(os.path.dirname(__file__), "fixtures")
 )
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "data"))  # quirky_coco builder
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "inference"))  # tiny_model builder

@@ -13,7 +13,7 @@ A head is absent (its attention is the constant 1, its keys are not in the state
 when it is turned off through ``attentions`` or when it would be trivial: filter for a
 true depthwise conv (``C_in == groups == C_out``), spatial for k == 1, kernel for n == 1.
 Names, skip rules and initialisation follow the official code, whose state_dicts load
-with ``strict=True``. ``shared/fixtures/odconv/README.md`` is the specification.
+with ``strict=True``. ``tests/fixtures/odconv/README.md`` describes the reference outputs it is tested against.
 
 How the three relate (same class, same forward, only the attention branch differs):
 
