@@ -29,9 +29,10 @@ Formulations (``impl``, :data:`IMPLS`; same outputs and gradients up to float ro
 * ``"grid_sample"`` (:func:`deform_conv2d_grid_sample`): the ``K`` deformed positions of
   every output pixel, as a ``grid_sample`` grid ``[N * G, K, H_out * W_out, 2]`` (the
   deformable groups folded into the batch); ``F.grid_sample`` (bilinear, zeros padding,
-  ``align_corners=False``: pixel ``p`` <-> ``(2 * p + 1) / size - 1``) gives the columns
-  ``[N * G, C_in / G, K, L]``, exactly DCN's sampling: each of the 4 bilinear corners
-  outside the image contributes 0. They are multiplied by the mask, viewed as
+  ``align_corners=False``: pixel ``p`` <-> ``(2 * p + 1) / size - 1``; its backward takes
+  torchvision's side of the kinks at integer positions, see :class:`_GridSampleRightAtKinks`)
+  gives the columns ``[N * G, C_in / G, K, L]``, exactly DCN's sampling: each of the 4
+  bilinear corners outside the image contributes 0. They are multiplied by the mask, viewed as
   ``[N * groups, C_in / groups * K, L]`` (row ``c * K + t``) and contracted with the
   weight ``[groups, C_out / groups, C_in / groups * K]`` by one ``torch.bmm``; then bias.
   Autograd keeps the columns twice (before and after the mask; once for DCNv1), i.e.
@@ -67,6 +68,7 @@ from typing import Callable, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d
 
@@ -111,14 +113,17 @@ def _sampling_grid(
     stride: Tuple[int, int],
     padding: Tuple[int, int],
     dilation: Tuple[int, int],
-) -> torch.Tensor:
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """``grid_sample`` grid ``[N * G, K, L, 2]`` (``L = H_out * W_out``, last axis ``(x, y)``)
-    of the deformed tap positions, from ``offset`` ``[N, 2 * G * K, H_out, W_out]``.
+    of the deformed tap positions, from ``offset`` ``[N, 2 * G * K, H_out, W_out]``, and
+    the same positions in pixels.
 
-    Pixel ``p`` of an axis of size ``s`` has its centre at coordinate ``p``; with
-    ``align_corners=False`` grid_sample maps normalised ``u`` to pixel coordinate
-    ``((u + 1) * s - 1) / 2``, so ``p`` is ``u = (2 * p + 1) / s - 1`` (exact, and
-    defined for ``s == 1``, unlike the ``align_corners=True`` map ``2 * p / (s - 1) - 1``).
+    A tap's pixel position is ``p = base + offset`` (the sum torchvision forms). With
+    ``align_corners=False`` grid_sample maps a normalised ``u`` back to
+    ``(u + 1) * s / 2 - 1 / 2`` on an axis of size ``s``, so ``p`` is
+    ``u = (2 * p + 1) / s - 1`` (defined for ``s == 1``, unlike the ``align_corners=True``
+    map); the round trip is off by up to about ``3 * s * eps / 2`` px (``eps``: the dtype's
+    machine epsilon), either way.
     """
     (h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = in_hw, kernel_size, stride, padding, dilation
     n, channels, h_out, w_out = offset.shape
@@ -131,9 +136,48 @@ def _sampling_grid(
     px = px[None, :].expand(kh, kw, h_out, w_out).reshape(taps, length)
     # offset channel g * 2K + 2t is dy, g * 2K + 2t + 1 is dx
     off = offset.reshape(n * (channels // (2 * taps)), taps, 2, length)
-    gx = off[:, :, 1] * (2.0 / w) + ((2 * px + 1) / w - 1)
-    gy = off[:, :, 0] * (2.0 / h) + ((2 * py + 1) / h - 1)
-    return torch.stack((gx, gy), dim=-1)
+    pos = torch.stack((px + off[:, :, 1], py + off[:, :, 0]), dim=-1)
+    size = torch.tensor([w, h], **like)
+    return pos * (2 / size) + (1 / size - 1), pos
+
+
+class _GridSampleRightAtKinks(torch.autograd.Function):
+    """``F.grid_sample`` (bilinear, zeros, ``align_corners=False``) whose backward reads
+    ``lifted``, the grid with the taps at integer positions raised by ``6 * eps``.
+
+    Bilinear sampling has a kink at an integer position ``p``; torchvision's offset
+    gradient there is the difference towards the next pixel (corners ``p`` and ``p + 1``).
+    The grid's round trip can land just below ``p`` and take the difference on the other
+    side (every tap of the zero offsets a DCN layer starts with is at an integer). Lifted,
+    it lands above ``p`` by less than ``5 * s * eps`` px: torchvision's side, while the
+    forward keeps the grid's own values (the input gradient of such a tap moves by that
+    fraction of a pixel).
+    """
+
+    @staticmethod
+    def forward(ctx, x, grid, lifted):
+        ctx.save_for_backward(x, lifted)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, lifted = ctx.saved_tensors
+        # interpolation mode 0: bilinear, padding mode 0: zeros
+        dx, dgrid = torch.ops.aten.grid_sampler_2d_backward(
+            grad.contiguous(), x, lifted, 0, 0, False, [ctx.needs_input_grad[0], ctx.needs_input_grad[1]]
+        )
+        return dx, dgrid, None
+
+
+def _grid_sample(x: torch.Tensor, grid: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Bilinear ``grid_sample`` of ``x`` with zeros outside, at ``grid`` (pixel positions
+    ``pos``), with torchvision's gradient at integer positions."""
+    if not torch.is_grad_enabled() or not (x.requires_grad or grid.requires_grad):
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    lift = 6 * torch.finfo(grid.dtype).eps
+    lifted = grid.detach() + (pos == pos.floor()) * lift
+    return _GridSampleRightAtKinks.apply(x, grid, lifted)
 
 
 def _dense_grad(grad: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -156,11 +200,11 @@ def _deform_conv2d_grid_sample(
     dgroups = offset.shape[1] // (2 * taps)
     h_out, w_out = offset.shape[2:]
     length = h_out * w_out
-    grid = _sampling_grid(offset, (h, w), (kh, kw), stride, padding, dilation)
+    grid, pos = _sampling_grid(offset, (h, w), (kh, kw), stride, padding, dilation)
     # deformable groups fold into the batch: [N * G, C_in / G, H, W]
     x = x.reshape(n * dgroups, c_in // dgroups, h, w)
     # bilinear, and a corner outside the image contributes 0 (padding_mode="zeros"), as in DCN
-    cols = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    cols = _grid_sample(x, grid, pos.detach())
     if mask is not None:  # [N * G, C_in / G, K, L] * [N * G, 1, K, L]
         cols = cols * mask.reshape(n * dgroups, 1, taps, length)
     # row c * K + t of the columns meets weight[:, c, i, j] (t = i * kw + j). An explicit bmm:
@@ -190,8 +234,9 @@ def deform_conv2d_grid_sample(
     ``F.grid_sample`` (bilinear, zeros outside) of the ``kh * kw`` deformed positions, times
     the mask, then one matrix product with ``weight`` ``[C_out, C_in / groups * kh * kw]``.
     Shapes are not checked here (:class:`DeformConv2d` checks them); ``offset``, ``mask``
-    and ``x`` must share a dtype. In float32 the normalised grid costs about
-    ``size * 6e-8`` pixels of position error against torchvision.
+    and ``x`` must share a dtype. The normalised grid costs up to about ``1.5 * size * eps``
+    pixels of position error against torchvision (``size * 1.8e-7`` in float32); the
+    offset gradients at integer positions take torchvision's side of the kink.
 
     The batch is processed in chunks of at most :data:`GRID_SAMPLE_MAX_ELEMENTS` sampled
     values (under autograd every chunk's columns are still kept for backward). Half

@@ -291,3 +291,73 @@ def test_impl_argument_auto_rule_and_unknown_name():
     conv.impl = "torchvison"  # reassigned on a built layer: checked again at forward
     with pytest.raises(ValueError, match="got 'torchvison'"):
         conv(torch.zeros(1, 4, 5, 5), torch.zeros(1, 18, 5, 5))
+
+
+# (c_in, c_out, kernel, stride, padding, dilation, groups, deformable_groups, x size)
+LATTICE_CONFIGS = {
+    "3x3_pad1_odd_size": (4, 5, 3, 1, 1, 1, 1, 1, (9, 11)),
+    "3x3_stride2_dilation2_groups2_dgroups2": (4, 6, 3, 2, 2, 2, 2, 2, (7, 13)),
+    "5x5_pad2_power_of_two_size": (3, 4, 5, 1, 2, 1, 1, 1, (8, 16)),
+    "1x1": (4, 3, 1, 1, 0, 1, 1, 1, (5, 6)),
+}
+
+
+def _positions_offset(conv, n, h, w, positions, seed):
+    """Offsets putting every tap at a position drawn from ``positions`` (pairs (y, x) of
+    pixel coordinates), whatever the tap's place on the regular grid."""
+    g = torch.Generator().manual_seed(seed)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    h_out, w_out = conv.output_size(h, w)
+    taps = kh * kw
+    base_y = (torch.arange(kh)[:, None, None, None] * dh + torch.arange(h_out)[None, None, :, None] * sh - ph)
+    base_x = (torch.arange(kw)[None, :, None, None] * dw + torch.arange(w_out)[None, None, None, :] * sw - pw)
+    base_y = base_y.expand(kh, kw, h_out, w_out).reshape(taps, h_out, w_out).double()
+    base_x = base_x.expand(kh, kw, h_out, w_out).reshape(taps, h_out, w_out).double()
+    shape = (n, conv.deformable_groups, taps, h_out, w_out)
+    py = positions[0][torch.randint(len(positions[0]), shape, generator=g)]
+    px = positions[1][torch.randint(len(positions[1]), shape, generator=g)]
+    offset = torch.stack((py - base_y, px - base_x), dim=3)  # [N, G, K, 2, H_out, W_out]: dy, dx per tap
+    return offset.reshape(n, 2 * conv.deformable_groups * taps, h_out, w_out)
+
+
+def _lattice(size):
+    """Integer and half-integer positions of an axis of ``size`` pixels, its borders
+    (-1, size - 1, size), just outside them, and far outside."""
+    return torch.tensor([-30.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 2.5, size - 1.5, size - 1.0, size - 0.5,
+                         float(size), size + 0.5, size + 1.0, size + 40.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("positions", ["zero_offsets", "integer_offsets", "lattice"])
+@pytest.mark.parametrize("name", list(LATTICE_CONFIGS))
+def test_offset_and_mask_gradients_equal_torchvision_at_integer_positions(name, positions):
+    """At integer and half-integer sampling positions bilinear sampling has kinks, and
+    torchvision's offset gradient is the difference towards the next pixel (the floor of
+    the position and the one after it). grid_sample must take the same side, including at
+    -1 and at the last row and column."""
+    c_in, c_out, k, s, p, d, groups, dgroups, (h, w) = LATTICE_CONFIGS[name]
+    conv = DeformConv2d(c_in, c_out, k, s, p, d, groups, dgroups, bias=True).double()
+    x, offset, mask = _inputs(conv, n=2, h=h, w=w, seed=5)
+    if positions == "zero_offsets":
+        offset = torch.zeros_like(offset)
+    elif positions == "integer_offsets":
+        offset = torch.randint(-3, 4, offset.shape, generator=torch.Generator().manual_seed(6)).double()
+    else:
+        offset = _positions_offset(conv, 2, h, w, (_lattice(h), _lattice(w)), seed=7)
+    grad_y = torch.randn(2, c_out, *conv.output_size(h, w), dtype=torch.float64)
+    want = _impl_outputs_and_grads(conv, "torchvision", x, offset, mask, grad_y)
+    got = _impl_outputs_and_grads(conv, "grid_sample", x, offset, mask, grad_y)
+    assert want[2].abs().max() > 0.1  # the offset gradient is not trivially zero
+    for what, g, w_ in zip(["output", "grad x", "grad offset", "grad mask", "grad weight", "grad bias"], got, want):
+        torch.testing.assert_close(g, w_, atol=1e-10, rtol=1e-10, msg=lambda m: f"{what}: {m}")
+
+
+def test_float32_offset_gradient_at_zero_offsets_is_torchvisions():
+    """The float32 case of the above, what a DCN layer's first training step sees: the
+    offset gradient agrees to rounding, not merely on most entries."""
+    conv = DeformConv2d(16, 8, 3, padding=1, bias=True)
+    x, offset, mask = (t.float() for t in _inputs(conv, n=2, h=13, w=19, seed=8))
+    grad_y = torch.randn(2, 8, 13, 19)
+    want = _impl_outputs_and_grads(conv, "torchvision", x, torch.zeros_like(offset), mask, grad_y)
+    got = _impl_outputs_and_grads(conv, "grid_sample", x, torch.zeros_like(offset), mask, grad_y)
+    for what, g, w_ in zip(["output", "grad x", "grad offset", "grad mask", "grad weight", "grad bias"], got, want):
+        assert (g - w_).abs().max() <= 1e-4 * w_.abs().max(), what
