@@ -16,8 +16,9 @@ Cases
   odconv      ODConv 3x3 (C -> C) at ResNet-50 stage shapes of an 800x1216 input (res2-res5:
               64-512 channels at strides 4-32), batch 2 and 8, kernel_num 1 and 4: the
               published formulation ("batch_groups": the batch folded into the groups of
-              one convolution) against condseg's others; training step (forward + backward
-              of sum(out * g), train mode) and inference.
+              one convolution) against condseg's others ("winograd-F2" / "-F4": Winograd
+              with another tile than the default F(3x3, 3x3)); training step (forward +
+              backward of sum(out * g), train mode) and inference.
   dcn         DCNv2 3x3 (offset/mask predictor + deformable conv, as torchvision's
               deform_conv2d and as condseg's grid_sample formulation) against a plain 3x3
               conv of the same shape, res3-res5 at batch 2.
@@ -215,7 +216,11 @@ def odconv_runs(device: str, impl: str, stage: str, batch: int, kernel_num: int,
 
     from condseg.layers import ODConv2d
 
+    from condseg.layers import odconv
+
     channels, _ = RESNET50_STAGES[stage]
+    if impl.startswith("winograd-F"):  # another Winograd tile than the default (this process only)
+        impl, odconv.WINOGRAD_TILE = "winograd", int(impl[len("winograd-F"):])
     torch.manual_seed(seed)
     layer = ODConv2d(channels, channels, 3, padding=1, kernel_num=kernel_num, impl=impl).to(device)
     return _conv_run(layer, _conv_input(stage, batch, device, seed), mode)
@@ -224,7 +229,11 @@ def odconv_runs(device: str, impl: str, stage: str, batch: int, kernel_num: int,
 def odconv_plan(devices):
     from condseg.layers.odconv import IMPLS
 
+    from condseg.layers.odconv import WINOGRAD_TILE
+    from condseg.layers.winograd import TILE_SIZES
+
     impls = ["batch_groups"] + [i for i in IMPLS if i not in ("batch_groups", "pointwise")]
+    impls += [f"winograd-F{m}" for m in TILE_SIZES if m != WINOGRAD_TILE]
     return [
         {"case": "odconv", "device": d, "impl": impl, "stage": stage, "batch": batch, "kernel_num": kn, "mode": mode}
         for d in devices

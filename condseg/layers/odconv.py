@@ -42,9 +42,10 @@ Formulations (``impl``; all give the same outputs and gradients, up to float rou
   pixels for 1x1) of the whole batch, then one batched matrix product
   ``[B, G, C_out/G, C_in/G*k*k] @ [B, G, C_in/G*k*k, L]``.
 * ``"winograd"``: only for 3x3, stride 1, dilation 1, one group: the same kernels and
-  folding, convolved by Winograd's F(4x4, 3x3) (:mod:`condseg.layers.winograd`): per
-  sample, 36 matrix products over transformed tiles replace the convolution's channel
-  sums, 4x fewer multiply-adds, then the transforms' adjoints in the backward.
+  folding, convolved by Winograd's F(4x4, 3x3) (:data:`WINOGRAD_TILE`,
+  :mod:`condseg.layers.winograd`): per sample, 36 matrix products over transformed tiles
+  replace the convolution's channel sums, 4x fewer multiply-adds, then the transforms'
+  adjoints in the backward.
 * ``"pointwise"``: only for a kernel shared by all samples (no spatial and no kernel
   head: k == 1 and n == 1 for ODConv): one batched convolution with ``weight[0]`` between
   ``* a_c`` and ``* a_f``, the official fast path.
@@ -403,13 +404,49 @@ def _scale(t: torch.Tensor, a: Optional[torch.Tensor]) -> torch.Tensor:
     return t if a is None else t * a.to(t.dtype)[:, :, None, None]
 
 
+def _block_length(p: int, most: int = 64) -> int:
+    """The largest divisor of ``p`` that is at most ``most``."""
+    return next(d for d in range(min(most, p), 0, -1) if p % d == 0)
+
+
+class _MixKernels(torch.autograd.Function):
+    """``a [B, n] @ weight.view(n, -1)``: the per-sample mix of the n kernels
+    ``weight [n, ...]``, ``[B, P]`` with ``P = C_out * C_in/G * k * k``.
+
+    Its gradient w.r.t. ``a`` is a sum over the ``P`` kernel entries (589,824 for a
+    256-channel 3x3 layer). As one matrix product it accumulates in long runs and is 5-8x
+    less accurate in float32 than the published broadcast-and-sum; here it is a batched
+    product over blocks of at most 64 entries, whose partial sums ``torch.sum`` adds up
+    pairwise: as accurate as the published one, at the cost of one matrix product."""
+
+    @staticmethod
+    def forward(ctx, a, weight):
+        ctx.save_for_backward(a, weight)
+        return a @ weight.reshape(weight.shape[0], -1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, weight = ctx.saved_tensors
+        n, b = weight.shape[0], a.shape[0]
+        grad_a = grad_w = None
+        if ctx.needs_input_grad[0]:
+            length = _block_length(grad.shape[1])
+            # [K, B, L] @ [K, L, n] -> [K, B, n] over the K blocks of L entries, then their sum
+            blocks = torch.bmm(grad.reshape(b, -1, length).transpose(0, 1),
+                               weight.reshape(n, -1, length).permute(1, 2, 0))
+            grad_a = blocks.sum(0)
+        if ctx.needs_input_grad[1]:
+            grad_w = (a.t() @ grad).view(weight.shape)
+        return grad_a, grad_w
+
+
 def _aggregate(weight: torch.Tensor, att: Dict[str, torch.Tensor], groups: int, fold_features: bool = False) -> torch.Tensor:
     """``a_s * sum_m a_w[m] * weight[m]`` by one matrix product over the n kernels, and
     with ``fold_features`` also times ``a_c`` (of the input channel each weight reads) and
     ``a_f``: ``[B, C_out, C_in/G, k, k]``, or ``[1, ...]`` when no factor depends on the sample."""
     n, co, ci, k, _ = weight.shape
     if "kernel" in att:
-        w = att["kernel"].to(weight.dtype) @ weight.reshape(n, -1)
+        w = _MixKernels.apply(att["kernel"].to(weight.dtype), weight)
     else:
         w = weight[:1]
     w = w.view(-1, groups, co // groups, ci, k * k)
@@ -509,8 +546,10 @@ def _forward_unfold_bmm(layer: ODConv2d, x: torch.Tensor, att) -> torch.Tensor:
     return _scale(y.view(b, layer.out_channels, ho, wo), a_f)
 
 
-# F(4x4, 3x3); 2 gives F(2x2, 3x3): ~10% slower here, with a float32 error below a direct
-# convolution's (F(4x4, 3x3): about 4x a direct one's, 9e-6 of the largest output at res4)
+# F(4x4, 3x3) with the points of winograd.POINTS: 5.4-8.4x a direct convolution's float32
+# error at the ResNet-50 stage shapes (Lavin's points: 25-35x); 3 (F(3x3, 3x3)) is 4-5.4x
+# and 2 (F(2x2, 3x3)) 1.3-1.8x, at 1.14-1.31x the time of a res4 training step
+# (docs/BENCHMARKS.md)
 WINOGRAD_TILE = 4
 
 
@@ -571,7 +610,8 @@ assert set(_FORWARDS) == set(IMPLS)
 PER_SAMPLE_MIN_MACS = 2**25
 
 # Winograd F(4x4, 3x3) against the best of grouped / per_sample, 3x3 C->C n4, batch 8,
-# same conditions (median of 7 interleaved runs; train = forward + backward):
+# same conditions (median of 7 interleaved runs; train = forward + backward; Lavin's
+# points, as fast as those of winograd.POINTS):
 #
 #   C, H x W (tiles per sample)     train          inference
 #   512, 25x38 (70)                 1.49x          1.19x       (ResNet-50 res5 at 800x1216)
@@ -607,7 +647,7 @@ def _auto_impl(layer: ODConv2d, x: torch.Tensor) -> str:
     if (
         layer.winograd_applies
         and min(layer.in_channels, layer.out_channels) >= WINOGRAD_MIN_CHANNELS
-        and math.ceil(ho / WINOGRAD_TILE) * math.ceil(wo / WINOGRAD_TILE) >= WINOGRAD_MIN_TILES
+        and math.ceil(ho / 4) * math.ceil(wo / 4) >= WINOGRAD_MIN_TILES  # 4x4 tiles, as measured
     ):
         return "winograd"
     if k == 1 and not torch.is_grad_enabled():

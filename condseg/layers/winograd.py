@@ -12,42 +12,64 @@ product, one per transformed tap (``a^2`` of them) and sample:
 ``V [a^2, B, C_in, tiles]`` (the input patches). The transforms are small fixed linear
 maps (one matrix product each, with the Kronecker matrices ``B^T (x) B^T`` etc.), so
 the multiply-adds of the channel sums drop from ``9 m^2`` to ``a^2`` per output tile and
-channel pair: 2.25x fewer for F(2x2, 3x3) and 4x fewer for F(4x4, 3x3).
+channel pair: 2.25x fewer for F(2x2, 3x3), 3.24x for F(3x3, 3x3), 4x for F(4x4, 3x3).
 
 The backward pass stays in the transformed domain too: ``dV = U^T dM`` and
 ``dU = dM V^T`` are the same batched products, then the transposed transforms
 (and, for the input, the sum of the overlapping patches).
 
-Only stride 1, dilation 1, one group; any zero padding. Exact in exact arithmetic;
-float32 rounding differs from a direct convolution's (F(2x2, 3x3) only uses 0, 1/2
-and 1, F(4x4, 3x3) coefficients up to 8, a few times the direct error).
+Only stride 1, dilation 1, one group; any zero padding. Exact in exact arithmetic. In
+float32 the transformed values partly cancel in the output transform, so the rounding of
+the channel sums weighs more than in a direct convolution: against float64, relative to
+the largest output, at the ResNet-50 stage shapes, F(2x2, 3x3) has 1.3-1.8x a direct
+convolution's error (median over draws), F(3x3, 3x3) 4-5.4x and F(4x4, 3x3) 5.4-8.4x with
+the points of :data:`POINTS`, against 25-35x with Lavin's 0, +-1, +-2 (largest draws:
+2.6x, 7.4x, 8.7x and 39x). The matrices are built from their points by
+:func:`toom_cook`; ``tools/winograd_accuracy.py`` measures them (docs/BENCHMARKS.md).
 """
 import math
+from fractions import Fraction
 from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-__all__ = ["winograd_conv3x3", "winograd_matrices", "TILE_SIZES"]
+__all__ = ["winograd_conv3x3", "winograd_matrices", "toom_cook", "POINTS", "TILE_SIZES"]
 
-TILE_SIZES = (2, 4)
+TILE_SIZES = (2, 3, 4)
 
-# (B^T, G, A^T) for F(m x m, 3 x 3), interpolation points 0, +-1 (+-2), infinity
-_MATRICES = {
-    2: (
-        [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
-        [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
-        [[1, 1, 1, 0], [0, 1, -1, -1]],
-    ),
-    4: (
-        [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-         [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
-        [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-         [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
-        [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
-    ),
+# The finite interpolation points of F(m x m, 3 x 3) (infinity is the last point of each):
+# Lavin & Gray's for F(2x2); for F(3x3) and F(4x4) the most accurate in float32 among small
+# fractions (tools/winograd_accuracy.py --search, docs/BENCHMARKS.md).
+POINTS = {
+    2: (0, 1, -1),
+    3: (0, Fraction(2, 3), Fraction(3, 2), -1),
+    4: (0, Fraction(3, 2), Fraction(-3, 2), Fraction(2, 3), Fraction(-2, 3)),
 }
+
+
+def toom_cook(points, m: int, r: int = 3) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(B^T [a, a], G [a, r], A^T [m, a])``, float64, of the 1-D minimal filtering
+    algorithm ``y = A^T [(G g) * (B^T d)]`` for ``y_j = sum_k g_k d_{j+k}``
+    (``a = m + r - 1``), with the finite ``points`` and infinity.
+
+    It is the transpose of Toom-Cook polynomial multiplication: with ``E_n`` the ``a x n``
+    matrix evaluating a polynomial of degree ``n - 1`` at the points (row ``[1, p, p^2, ...]``,
+    and for infinity the leading coefficient), the product of a degree ``r - 1`` and a
+    degree ``m - 1`` polynomial is ``E_a^-1 ((E_r g) * (E_m h))``, so the correlation is
+    ``E_m^T ((E_r g) * (E_a^-T d))``: ``A^T = E_m^T``, ``G = E_r``, ``B^T = E_a^-T``.
+    """
+    a = m + r - 1
+    if len(points) != a - 1 or len(set(points)) != a - 1:
+        raise ValueError(f"F({m}, {r}) needs {a - 1} distinct finite points, got {points}")
+
+    def evaluation(n):
+        rows = [[float(Fraction(p) ** j) for j in range(n)] for p in points] + [[0.0] * (n - 1) + [1.0]]
+        return torch.tensor(rows, dtype=torch.float64)
+
+    return torch.linalg.inv(evaluation(a)).t(), evaluation(r), evaluation(m).t()
+
 
 _CACHE: Dict[tuple, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
@@ -56,12 +78,11 @@ def winograd_matrices(m: int, dtype=torch.float32, device=None):
     """The 2-D transforms of F(m x m, 3 x 3) as Kronecker products, for tiles flattened
     row-major: ``(KB [a^2, a^2], KG [a^2, 9], KA [m^2, a^2])`` with ``V = KB d``,
     ``U = KG g``, ``Y = KA (U * V)`` (``a = m + 2``). Computed in float64, then cast."""
-    if m not in _MATRICES:
+    if m not in POINTS:
         raise ValueError(f"Winograd tile size must be one of {TILE_SIZES}, got {m}")
     key = (m, dtype, torch.device(device) if device is not None else torch.device("cpu"))
     if key not in _CACHE:
-        bt, g, at = (torch.tensor(v, dtype=torch.float64) for v in _MATRICES[m])
-        _CACHE[key] = tuple(torch.kron(t, t).to(dtype=dtype, device=key[2]) for t in (bt, g, at))
+        _CACHE[key] = tuple(torch.kron(t, t).to(dtype=dtype, device=key[2]) for t in toom_cook(POINTS[m], m))
     return _CACHE[key]
 
 
