@@ -75,9 +75,59 @@ SHIPPED = sorted(
 QUICKSTART = [n for n in SHIPPED if n.startswith("quickstart")]
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_configs_load(name):
-    get_condseg_cfg().merge_from_file(os.path.join(ROOT, "configs", name))
+# Parameter counts of the published models: AdelaiDet's CondInst R-50 (fixtures/condinst/
+# model_keys_MS_R_50_1x.json), and its FCOS part (the backbone with FPN and P6/P7, 30,323,584,
+# and the FCOS head, 4,920,666, of the same file).
+CONDINST_R50 = 34_111_179
+FCOS_R50 = 23_454_912 + 2_688_512 + 1_180_160 + 4_920_666
+# DCNv2 in res3-res5 adds a 3x3 offset/mask predictor (27 outputs, bias) per block: 4, 6 and 3
+# blocks of 128, 256 and 512 bottleneck channels.
+DCN_PREDICTORS = sum(blocks * (27 * 9 * c + 27) for blocks, c in ((4, 128), (6, 256), (3, 512)))
+REFERENCE_COUNTS = {
+    "condinst_R50_1x.yaml": CONDINST_R50,
+    "condinst_R50_3x.yaml": CONDINST_R50,
+    "Base-CondInst.yaml": CONDINST_R50,
+    "fcos_R50_1x.yaml": FCOS_R50,
+    "Base-FCOS.yaml": FCOS_R50,
+    "condinst_dcnv2.yaml": CONDINST_R50 + DCN_PREDICTORS,
+}
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _build(name):
+    from detectron2.modeling import build_model
+
+    cfg = get_condseg_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs", name))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu"])
+    return cfg, build_model(cfg)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if not n.startswith("quickstart") else n
+                                  for n in SHIPPED])
+def test_shipped_configs_build_their_models(name, fixture):
+    """Every shipped config builds its model (the COCO ones on the CPU), with the published
+    parameter count where one exists; the quickstart models also run an image."""
+    import torch
+
+    cfg, model = _build(name)
+    assert _count(model) > 0
+    if name in REFERENCE_COUNTS:
+        assert _count(model) == REFERENCE_COUNTS[name]
+    if name == "condinst_odconv.yaml":  # OD-ResNet-50 4x: the official backbone's count (its BN frozen here)
+        official = fixture("odconv", "od_resnet_state_dict_keys.json")["od_resnet50_kn4"]
+        bottom_up = model.backbone.bottom_up
+        frozen_affine = sum(b.numel() for n, b in bottom_up.named_buffers() if n.endswith((".weight", ".bias")))
+        assert _count(bottom_up) + frozen_affine == official["num_parameters_excluding_fc"]
+        assert _count(model) - _count(bottom_up) == CONDINST_R50 - 23_454_912
+    if name.startswith("quickstart"):
+        model.eval()
+        with torch.no_grad():
+            out = model([{"image": torch.zeros(3, 96, 128), "height": 96, "width": 128}])[0]["instances"]
+        assert out.image_size == (96, 128)
 
 
 def test_quickstart_configs_share_data_input_solver_and_backbone():

@@ -105,6 +105,24 @@ def test_fcos_losses_match_fixture(fixture):
         torch.testing.assert_close(out[k], d[k], rtol=1e-5, atol=0, msg=k)
 
 
+@pytest.mark.parametrize("positives", [True, False])
+def test_fcos_losses_keep_the_input_dtype(fixture, positives):
+    """float64 predictions and targets give float64 losses and normalisers, equal to the
+    float32 reference values."""
+    d = fixture("condinst", "fcos_losses.pt")
+    t = _targets(fixture("condinst", "fcos_targets.pt"), use_masks=True)
+    logits, reg, ctr = (flatten_level_major([d[f"{k}_pred_{p}"].double() for p in LEVELS])
+                        for k in ("logits", "reg", "ctrness"))
+    labels = t["labels"] if positives else torch.full_like(t["labels"], 80)
+    out = fcos_losses(logits, reg, ctr.squeeze(1), labels, t["reg_targets"].double(), num_classes=80)
+    for k in ("loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"):
+        assert out[k].dtype == torch.float64, k
+    assert out["extras"]["num_pos_avg"].dtype == out["extras"]["loss_denorm"].dtype == torch.float64
+    if positives:
+        for k in ("loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"):
+            torch.testing.assert_close(out[k], torch.tensor(d[k], dtype=torch.float64), rtol=1e-5, atol=0, msg=k)
+
+
 def test_fcos_losses_without_positives_are_zero_and_connected():
     logits = torch.randn(10, 3, requires_grad=True)
     reg = torch.rand(10, 4, requires_grad=True)

@@ -9,6 +9,8 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
+from torchvision.ops import box_iou
 
 from condseg import Predictor
 from condseg.inference.render import color_of, draw_instances, instance_labels
@@ -129,10 +131,54 @@ def test_video_agrees_with_its_json(video_run, tiny_model):
         assert same < 10.0 and other > 2 * same, (k, same, other)
 
 
-def test_tracks_keep_colours_across_frames(video_run):
-    _, _, _, data = video_run
-    ids = [r["track_id"] for f in data["frames"] for r in f["instances"]]
-    assert len(set(ids)) < len(ids)  # some object was followed from one frame to the next
+def test_tracks_follow_the_objects_of_the_video(tiny_model, tmp_path, monkeypatch):
+    """The demo with an oracle model (each frame's detections are the video's own shapes):
+    every object keeps one track id for as long as it stays in view, and no two objects
+    share one (an object hidden longer than the tracker's memory may come back with a new
+    one)."""
+    from detectron2.structures import Boxes, Instances
+
+    from condseg.data.shapes import _layout
+    from condseg.data.shapes_video import moving_scenes
+
+    frames, width, height = 30, 200, 150
+    src = shapes_video(str(tmp_path / "moving.mp4"), frames=frames, width=width, height=height)
+    truth = []  # per frame: [(shape index, class, mask)]
+    for scene in moving_scenes(frames, width, height, seed=3):
+        masks = _layout(scene)[1]
+        truth.append([(i, s.category_id - 1, m) for i, (s, m) in enumerate(zip(scene.shapes, masks)) if m is not None])
+    calls = iter(truth)
+
+    class Oracle(Predictor):
+        def predict_batch(self, images):
+            out = []
+            for image in images:
+                objects = next(calls)
+                inst = Instances(image.shape[:2])
+                boxes = [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] for ys, xs in (np.nonzero(m) for _, _, m in objects)]
+                inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+                inst.scores = torch.full((len(objects),), 0.9)
+                inst.pred_classes = torch.tensor([c for _, c, _ in objects])
+                inst.pred_masks = torch.from_numpy(np.stack([m for _, _, m in objects]))
+                out.append(inst)
+            return out
+
+    monkeypatch.setattr(demo, "Predictor", Oracle)
+    rc = _run(tiny_model, "--video-input", src, "--json", str(tmp_path / "out.json"), "--batch-size", "2")
+    assert rc == 0
+    records = json.loads((tmp_path / "out.json").read_text())["frames"]
+    assert len(records) == frames
+    runs = {}  # (shape index, first frame of a run of frames it is seen in) -> track ids it was given
+    start, owner = {}, {}
+    for t, (objects, rec) in enumerate(zip(truth, records)):
+        assert len(rec["instances"]) == len(objects) >= 2
+        for (index, _, _), inst in zip(objects, rec["instances"]):
+            if t == 0 or index not in {i for i, _, _ in truth[t - 1]}:
+                start[index] = t  # (re)appears: hidden objects may come back with a new id
+            runs.setdefault((index, start[index]), set()).add(inst["track_id"])
+            assert owner.setdefault(inst["track_id"], index) == index, "two objects share a track id"
+    assert all(len(v) == 1 for v in runs.values()), str(runs)  # each object keeps its id while in view
+    assert len(owner) >= 3
 
 
 def test_image_folder_mode_goes_on_past_bad_files(tiny_model, tmp_path, capsys):

@@ -54,7 +54,7 @@ def fcos_losses(
         ``loss_denorm``.
     """
     pos_inds = torch.nonzero(labels != num_classes).squeeze(1)
-    num_pos_avg = reduce_mean(pos_inds.new_tensor([pos_inds.numel()], dtype=torch.float32)).clamp(min=1.0)
+    num_pos_avg = reduce_mean(logits.new_tensor([pos_inds.numel()])).clamp(min=1.0)  # in the losses' dtype
 
     cls_targets = torch.zeros_like(logits)
     cls_targets[pos_inds, labels[pos_inds]] = 1
