@@ -10,10 +10,28 @@ any of its masks is RLE; the models accept both. Box-only annotations (no
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 
-__all__ = ["CondsegDatasetMapper"]
+__all__ = ["CondsegDatasetMapper", "UnreadableImage"]
+
+
+class UnreadableImage(Exception):
+    """An image file that cannot be opened or decoded (missing, not an image, truncated)."""
+
+    def __init__(self, file_name: str, reason: str):
+        super().__init__(f"{file_name}: {reason}")
+        self.file_name, self.reason = file_name, reason
+
+    def __reduce__(self):  # raised in data-loader workers, re-raised in the main process
+        return (UnreadableImage, (self.file_name, self.reason))
 
 
 class CondsegDatasetMapper(DatasetMapper):
+    def __call__(self, dataset_dict):
+        """detectron2's mapping; an image that cannot be read raises :class:`UnreadableImage`."""
+        try:
+            return super().__call__(dataset_dict)
+        except OSError as e:  # FileNotFoundError, PIL's UnidentifiedImageError, "image file is truncated"
+            raise UnreadableImage(dataset_dict.get("file_name", "?"), f"{type(e).__name__}: {e}") from e
+
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
         mask_format = self.instance_mask_format
         if self.use_instance_mask and any(
