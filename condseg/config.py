@@ -95,6 +95,9 @@ def add_condseg_config(cfg: CN) -> None:
 
     # ------------------------------------------------------------- solver
     _C.SOLVER.OPTIMIZER = "SGD"  # "SGD" (detectron2's, with SOLVER.MOMENTUM) or "ADAMW"
+    _C.SOLVER.CHECKPOINT_KEEP = 0  # periodic checkpoints kept, the newest ones (0: all)
+    _C.SOLVER.LOG_PERIOD = 20  # iterations between writes of the console line, metrics.json and TensorBoard
+    _C.SOLVER.MAX_NONFINITE_STEPS = 0  # non-finite steps in a row skipped before training stops (0: stop at the first)
 
     # --------------------------------------------------------------- data
     # Extra COCO-format datasets, registered at start-up: a list of
@@ -108,6 +111,10 @@ def add_condseg_config(cfg: CN) -> None:
     _C.DATASETS.SHAPES.MIN_SIZE = 256  # smallest image side (px)
     _C.DATASETS.SHAPES.MAX_SIZE = 384  # largest image side (px)
     _C.DATASETS.SHAPES.SEED = 0  # generator seed (train uses SEED, val SEED + 1)
+    # Training images that cannot be read: "skip" (another image takes the place, with a
+    # warning naming the file; counted in metrics.json) or "stop" (training stops, saved).
+    _C.DATALOADER.BAD_IMAGES = "skip"  # "skip" or "stop" for an unreadable training image
+    _C.DATALOADER.MAX_BAD_IMAGE_FRACTION = 0.2  # stop once more than this fraction of the images drawn was unreadable
 
 
 def get_condseg_cfg() -> CN:

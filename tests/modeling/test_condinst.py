@@ -45,6 +45,28 @@ def _inputs(n=2, h=96, w=160, polygons=True):
     return out
 
 
+@pytest.mark.parametrize("all_empty", [False, True])
+def test_images_without_instances_train_as_negatives(all_empty):
+    """DATALOADER.FILTER_EMPTY_ANNOTATIONS False: an image with no instances (the mapper
+    gives it no gt_masks field) is a negative, not an error."""
+    torch.manual_seed(0)
+    model = build_model(tiny_condinst_cfg())
+    model.train()
+    inputs = _inputs()
+    empty = Instances((96, 160))
+    empty.gt_boxes = Boxes(torch.zeros(0, 4))
+    empty.gt_classes = torch.zeros(0, dtype=torch.int64)
+    for k in range(2 if all_empty else 1):
+        inputs[k]["instances"] = empty
+    losses = model(inputs)
+    assert all(torch.isfinite(v) for v in losses.values())
+    if all_empty:
+        assert losses["loss_mask"] == 0 and losses["loss_fcos_loc"] == 0
+    else:
+        assert 0 < losses["loss_mask"] <= 1
+    sum(losses.values()).backward()
+
+
 @pytest.mark.parametrize("polygons", [True, False])
 def test_training_losses_are_finite_and_reach_every_parameter(polygons):
     model = build_model(tiny_condinst_cfg())

@@ -26,6 +26,8 @@ def gt_bitmasks_padded(instances: Instances, padded_size: Tuple[int, int]) -> to
     """``(G, H_pad, W_pad)`` bool masks of an image's GTs (polygons rasterised, bitmasks
     zero-padded) in the frame of the padded batch."""
     h, w = instances.image_size
+    if len(instances) == 0:  # an image without instances (a negative) may have no gt_masks field
+        return torch.zeros((0, *padded_size), dtype=torch.bool, device=instances.gt_boxes.device)
     masks = instances.gt_masks
     if isinstance(masks, PolygonMasks):
         masks = BitMasks.from_polygon_masks(masks, h, w)
@@ -144,7 +146,7 @@ class CondInst(FCOSDetector):
         if self.training:
             padded = tuple(images.tensor.shape[-2:])
             gt = gt_instances_of(batched_inputs, self.device)
-            if any(not x.has("gt_masks") for x in gt):
+            if any(len(x) and not x.has("gt_masks") for x in gt):
                 raise ValueError("CondInst needs gt_masks: set MODEL.MASK_ON True and use a dataset with masks")
             full = [gt_bitmasks_padded(x, padded) for x in gt]
             centers = [mask_centroids(m, x.gt_boxes.tensor) for m, x in zip(full, gt)]
