@@ -28,12 +28,12 @@ def add_condseg_config(cfg: CN) -> None:
     _C.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]  # FPN levels the head runs on
     _C.MODEL.FCOS.FPN_STRIDES = [8, 16, 32, 64, 128]  # stride (px) of each IN_FEATURES level
     _C.MODEL.FCOS.PRIOR_PROB = 0.01  # initial foreground probability of the class logits
-    _C.MODEL.FCOS.INFERENCE_TH_TRAIN = 0.05  # score threshold for detections made in training
+    _C.MODEL.FCOS.INFERENCE_TH_TRAIN = 0.05  # AdelaiDet's key, kept so its configs load; condseg makes no detections in training
     _C.MODEL.FCOS.INFERENCE_TH_TEST = 0.05  # score threshold before NMS at test time
     _C.MODEL.FCOS.NMS_TH = 0.6  # IoU threshold of the class-aware NMS
-    _C.MODEL.FCOS.PRE_NMS_TOPK_TRAIN = 1000  # candidates kept per level and image before NMS (train)
+    _C.MODEL.FCOS.PRE_NMS_TOPK_TRAIN = 1000  # AdelaiDet's key, kept so its configs load; not read
     _C.MODEL.FCOS.PRE_NMS_TOPK_TEST = 1000  # candidates kept per level and image before NMS (test)
-    _C.MODEL.FCOS.POST_NMS_TOPK_TRAIN = 100  # detections kept per image after NMS (train)
+    _C.MODEL.FCOS.POST_NMS_TOPK_TRAIN = 100  # AdelaiDet's key, kept so its configs load; not read
     _C.MODEL.FCOS.POST_NMS_TOPK_TEST = 100  # detections kept per image after NMS (test)
     _C.MODEL.FCOS.TOP_LEVELS = 2  # number of extra FPN levels on top of the backbone's (P6, P7)
     _C.MODEL.FCOS.NORM = "GN"  # norm in the towers: "GN", "BN", "SyncBN" or "" (none)

@@ -35,23 +35,18 @@ apply on top.
 import argparse
 import os
 import sys
-import warnings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-# fvcore scripts a function at import time, which recent torch reports as deprecated
-warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+import condseg  # noqa: F401  (first: registers condseg's components and keeps detectron2's import quiet)
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_model
+from torch import nn
 
-from detectron2.layers import ShapeSpec  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from torch import nn  # noqa: E402
+from condseg.checkpoint import adelaidet, load_checkpoint_state_dict, odconv, resnet, save_checkpoint
+from condseg.checkpoint import torchvision_resnet
+from condseg.config import get_condseg_cfg
+from condseg.modeling.backbone import build_resnet
 
-import condseg  # noqa: E402,F401  (registers components)
-from condseg.checkpoint import adelaidet, load_checkpoint_state_dict, odconv, save_checkpoint  # noqa: E402
-from condseg.checkpoint import torchvision_resnet  # noqa: E402
-from condseg.config import get_condseg_cfg  # noqa: E402
-from condseg.modeling.backbone import build_resnet  # noqa: E402
-
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # for the default config's path
 ALL_STAGES = ["MODEL.RESNETS.OUT_FEATURES", "['res2','res3','res4','res5']"]  # build every stage the checkpoint has
 
 
@@ -94,10 +89,10 @@ def backbone_check_model(args, report) -> nn.Module:
     under the keys' prefix."""
     if args.config_file is not None:
         cfg = build_cpu_cfg(args.config_file, args.opts)
-        torchvision_resnet.check_input_config(cfg, report)
+        resnet.check_input_config(cfg, report)
         model = build_model(cfg)
-        return model if report.prefix else model.get_submodule(torchvision_resnet.DETECTOR_PREFIX.rstrip("."))
-    cfg = build_cpu_cfg(None, args.opts, ALL_STAGES + torchvision_resnet.config_opts(report.config))
+        return model if report.prefix else model.get_submodule(resnet.DETECTOR_PREFIX.rstrip("."))
+    cfg = build_cpu_cfg(None, args.opts, ALL_STAGES + resnet.config_opts(report.config))
     return nest(build_resnet(cfg, ShapeSpec(channels=3)), report.prefix)
 
 
@@ -127,7 +122,7 @@ def odconv_resnet_backbone(args):
 def backbone_arguments(parser):
     parser.add_argument(
         "--prefix",
-        default=torchvision_resnet.DETECTOR_PREFIX,
+        default=resnet.DETECTOR_PREFIX,
         help='prefix of the written keys (default "%(default)s", where condseg\'s detectors keep their '
         'ResNet, for MODEL.WEIGHTS; "" for the ResNet\'s own names)',
     )

@@ -12,23 +12,19 @@ were bad (the others are still processed and the problems listed at the end), 2 
 nothing could be run (bad config, weights, video or output path).
 """
 import argparse
-import json
 import logging
 import os
 import sys
-import time
-import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# detectron2 still builds some helpers with torch.jit.script, which torch now flags on import
-warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-
-from condseg.inference import Predictor, WeightsMismatchError  # noqa: E402
-from condseg.inference.sources import IMAGE_EXTENSIONS, ImageReadError, expand_image_inputs, read_image  # noqa: E402
-from condseg.inference.video import VideoOpenError, VideoSink, display_available, run_video  # noqa: E402
+import condseg  # noqa: F401  (first: keeps detectron2's import quiet)
+from condseg.inference import Predictor, WeightsMismatchError
+from condseg.inference.images import run_images
+from condseg.inference.sinks import VideoSink, display_available
+from condseg.inference.sources import IMAGE_EXTENSIONS, VideoOpenError, expand_image_inputs
+from condseg.inference.video import run_video
 
 VIDEO_EXTENSIONS = tuple(VideoSink.FOURCC)
-VIDEO_BATCH = 2  # default frames per model call for video files (README "Demo": 1.12-1.24x on the CPU)
+VIDEO_BATCH = 2  # frames per model call for video files: batching raised throughput (README "Demo")
 
 
 class DemoError(Exception):
@@ -50,7 +46,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to keep a detection")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"images or frames per model call (default: {VIDEO_BATCH} for a video file, where it "
-                        "raised throughput by 12-24%% on a 2-core CPU; 1 for a webcam, where it would add "
+                        "may raise throughput (docs/BENCHMARKS.md); 1 for a webcam, where it would add "
                         "a frame of latency, and for images)")
     p.add_argument("--no-overlap", action="store_true",
                    help="video: decode, run the model and draw one after the other (for comparison)")
@@ -112,7 +108,8 @@ def _image_outputs(args, files):
     return paths
 
 
-def run_images(args, predictor_factory) -> int:
+def demo_images(args, predictor_factory) -> int:
+    """``--input``: every image file the arguments name -> renderings, COCO json, summary."""
     files, problems = expand_image_inputs(args.input)
     if not files and problems:
         for path, msg in problems:
@@ -122,68 +119,17 @@ def run_images(args, predictor_factory) -> int:
     if args.json:
         _check_output_folder(args.json)
     predictor = predictor_factory()
-    import cv2
-    from tqdm import tqdm
-
     show = args.show and display_available()
     if args.show and not show:
         logging.getLogger("condseg").warning("no display: --show ignored")
-    images_json, instances_done = [], []
-    model_s = draw_s = 0.0
-    start = time.perf_counter()
-    bar = tqdm(total=len(files), unit="image", disable=args.no_progress, dynamic_ncols=True)
-    pending = []
-
-    def flush():
-        nonlocal model_s, draw_s
-        t0 = time.perf_counter()
-        results = predictor.predict_batch([im for _, _, im in pending])
-        model_s += time.perf_counter() - t0
-        for (path, out, image), instances in zip(pending, results):
-            t1 = time.perf_counter()
-            if out is not None or show:
-                rendered = predictor.render(image, instances)
-            if out is not None and not cv2.imwrite(out, rendered):
-                problems.append((out, "could not write the rendered image"))
-            if show:
-                cv2.imshow(os.path.basename(path), rendered)
-                if cv2.waitKey(0) & 0xFF in (ord("q"), 27):  # any key: next image; q or Esc: stop
-                    raise KeyboardInterrupt
-                cv2.destroyAllWindows()
-            draw_s += time.perf_counter() - t1
-            images_json.append({"id": len(images_json) + 1, "file_name": path,
-                                "height": int(image.shape[0]), "width": int(image.shape[1])})
-            instances_done.append(instances)
-            bar.update(1)
-        pending.clear()
-
-    try:
-        for path, out in zip(files, outputs):
-            try:
-                image = read_image(path)
-            except ImageReadError as e:
-                problems.append((path, str(e).split(": ", 1)[-1]))
-                bar.update(1)
-                continue
-            pending.append((path, out, image))
-            if len(pending) >= args.batch_size:
-                flush()
-        if pending:
-            flush()
-    finally:  # on Ctrl-C or an error too: the json of the images done so far
-        bar.close()
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(predictor.to_coco(images_json, instances_done), f)
-    wall = time.perf_counter() - start
-    n = len(images_json)
-    print(f"{n} images in {wall:.1f} s: model {1000 * model_s / max(n, 1):.1f} ms per image, "
-          f"drawing and writing {1000 * draw_s / max(n, 1):.1f} ms per image; "
-          f"{sum(len(x) for x in instances_done)} instances")
+    summary = run_images(predictor, files, outputs, json_path=args.json, batch_size=args.batch_size, show=show,
+                         progress=not args.no_progress)
+    print("\n".join(summary.lines()))
     if args.output:
         print(f"rendered images: {args.output}")
     if args.json:
         print(f"predictions (COCO format): {args.json}")
+    problems += summary.problems
     if problems:
         print(f"{len(problems)} problems:", file=sys.stderr)
         for path, msg in problems:
@@ -192,7 +138,8 @@ def run_images(args, predictor_factory) -> int:
     return 0
 
 
-def run_stream(args, predictor_factory) -> int:
+def demo_video(args, predictor_factory) -> int:
+    """``--video-input`` or ``--webcam``: one video -> rendered video, per-frame json, summary."""
     output = _video_output(args)
     if output and args.video_input and os.path.abspath(output) == os.path.abspath(args.video_input):
         raise DemoError(f"--output {output}: would overwrite the input video")
@@ -244,8 +191,8 @@ def main(argv=None) -> int:
 
     try:
         if args.input:
-            return run_images(args, predictor_factory)
-        return run_stream(args, predictor_factory)
+            return demo_images(args, predictor_factory)
+        return demo_video(args, predictor_factory)
     except DemoError as e:
         print(f"demo: error: {e}", file=sys.stderr)
         return 2

@@ -24,22 +24,23 @@ import os
 import shlex
 import sys
 
+import condseg  # noqa: F401  (first: registers condseg's components and keeps detectron2's import quiet)
 import torch
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
-import condseg  # noqa: F401  (registers components)
 from condseg.checkpoint import load_checkpoint_state_dict
 from condseg.data.check_images import check_images
 from condseg.engine import Trainer
 from condseg.engine.checkpointer import AtomicCheckpointer, CheckpointWriteError, NoIntactCheckpointError
-from condseg.engine.checks import ClassCountError, class_count_key, classes_in_state_dict
+from condseg.engine.checks import ClassCountError, classes_in_state_dict
 from condseg.engine.launch import launch
 from condseg.engine.setup import MissingInputsError, check_inputs, setup_cfg
 from condseg.engine.signals import TrainingStopped
 from condseg.engine.step import BadDataError, NonFiniteLoss
 from condseg.inference.predictor import WeightsMismatchError, load_weights_strict
+from condseg.modeling.model_keys import num_classes_key
 
 logger = logging.getLogger("condseg")
 ERRORS = (MissingInputsError, ClassCountError, WeightsMismatchError, NoIntactCheckpointError, CheckpointWriteError,
@@ -94,7 +95,7 @@ def load_eval_weights(cfg, model, resume: bool) -> None:
         load_weights_strict(model, cfg.MODEL.WEIGHTS, "the config")
     except WeightsMismatchError as e:
         state = load_checkpoint_state_dict(cfg.MODEL.WEIGHTS)
-        theirs, key = classes_in_state_dict(state, cfg), class_count_key(cfg)
+        theirs, key = classes_in_state_dict(state, cfg), num_classes_key(cfg)
         ours = classes_in_state_dict(model.state_dict(), cfg)
         if theirs is not None and ours is not None and theirs != ours:
             raise ClassCountError(

@@ -9,7 +9,7 @@ import os
 import pickle
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -28,20 +28,23 @@ def preview(keys: Sequence[str], limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + more
 
 
+def strip_common_suffix(old: str, new: str) -> Tuple[str, str]:
+    """``old`` and ``new`` with their longest common dotted suffix replaced by ``*``
+    (``"bn1.weight", "stem.conv1.norm.weight"`` -> ``"bn1.*", "stem.conv1.norm.*"``); as
+    they are if they share none."""
+    a, b = old.split("."), new.split(".")
+    n = 0
+    while n < min(len(a), len(b)) - 1 and a[-1 - n] == b[-1 - n]:
+        n += 1
+    if n == 0:
+        return old, new
+    return ".".join(a[:-n]) + ".*", ".".join(b[:-n]) + ".*"
+
+
 def rename_patterns(renamed: Dict[str, str]) -> Counter:
     """Collapse ``old -> new`` key pairs into ``"old_prefix.* -> new_prefix.*"`` patterns
     (prefixes before the longest common dotted suffix), counted."""
-    patterns = Counter()
-    for old, new in renamed.items():
-        a, b = old.split("."), new.split(".")
-        n = 0
-        while n < min(len(a), len(b)) - 1 and a[-1 - n] == b[-1 - n]:
-            n += 1
-        if n == 0:
-            patterns[f"{old} -> {new}"] += 1
-        else:
-            patterns[f"{'.'.join(a[:-n])}.* -> {'.'.join(b[:-n])}.*"] += 1
-    return patterns
+    return Counter("{} -> {}".format(*strip_common_suffix(old, new)) for old, new in renamed.items())
 
 
 @dataclass
@@ -92,6 +95,9 @@ class ConversionReport:
 
 
 def _read(path: str):
+    # not detectron2's DetectionCheckpointer._load_file: it runs only inside load(), reads .pth
+    # files with weights_only=True (refusing trainer files that hold numpy arrays or other
+    # objects) and rewrites Caffe2 .pkl keys; this reads every file in full, as it is
     if path.endswith(".pkl"):
         with open(path, "rb") as f:
             return pickle.load(f, encoding="latin1")
@@ -101,6 +107,8 @@ def _read(path: str):
 def _numpy_to_tensor(value):
     """A numeric numpy array or scalar (as in detectron2 .pkl files) as a tensor; anything
     else as is."""
+    # not fvcore's Checkpointer._convert_ndarray_to_tensor: it refuses numpy scalars, and stops
+    # at the first other entry, where load_checkpoint_state_dict names all of them
     if isinstance(value, (np.ndarray, np.number, np.bool_)) and np.asarray(value).dtype != object:
         return torch.as_tensor(value)
     return value

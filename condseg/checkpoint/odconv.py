@@ -2,8 +2,8 @@
 OD-ResNet (detectron2's ResNet layout with ODConv block convs).
 
 The official OD-ResNet names its modules like torchvision's ResNet, and condseg's like
-detectron2's, so the mapping is that of :mod:`condseg.checkpoint.torchvision_resnet` (the
-stem ``conv1``/``bn1`` and the ``downsample`` branches are ordinary convs and BatchNorms)
+detectron2's, so the mapping is that of torchvision ResNets (:mod:`condseg.checkpoint.resnet`:
+the stem ``conv1``/``bn1`` and the ``downsample`` branches are ordinary convs and BatchNorms)
 plus ODConv's own tensors, which keep their names under the conv:
 
 =============================================  =============================================
@@ -26,7 +26,7 @@ prefix on every key: both are undone (the first by :func:`load_checkpoint_state_
 :func:`convert_odconv_resnet` renames a whole state dict after checking that it is a
 complete OD-ResNet whose ODConvs all have the same ``kernel_num`` (the first dimension of
 the stacked weights) and complete attention branches. The ``prefix`` of the converted keys
-works as for torchvision ResNets (see :mod:`~condseg.checkpoint.torchvision_resnet`:
+works as for torchvision ResNets (see :mod:`~condseg.checkpoint.resnet`:
 ``"backbone.bottom_up."`` for a detector's ``MODEL.WEIGHTS``, the command line's default).
 
 The report's ``config`` lists what condseg's model needs: ``MODEL.RESNETS.DEPTH``,
@@ -46,7 +46,7 @@ from typing import Dict, List, Optional, Tuple
 from torch import nn
 
 from .common import StateDict, load_checkpoint_state_dict, preview
-from .torchvision_resnet import (
+from .resnet import (
     BN_PARAMS, INPUT_CONFIG, ResNetReport, ResNetStructure, fit_to_model, normalize_prefix, rename, resnet_key,
     resnet_structure, strip_ddp_prefix,
 )

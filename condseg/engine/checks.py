@@ -8,29 +8,19 @@ from typing import Iterable, Optional
 
 from detectron2.data import MetadataCatalog
 
-__all__ = ["ClassCountError", "check_class_counts", "class_count_key", "classes_in_state_dict"]
+from condseg.modeling.model_keys import num_classes, num_classes_key
+
+__all__ = ["ClassCountError", "check_class_counts", "classes_in_state_dict"]
 
 
 class ClassCountError(ValueError):
     """The datasets' or the weights' categories do not fit the config's class count."""
 
 
-def class_count_key(cfg) -> str:
-    """The config key holding the number of foreground classes of ``cfg``'s model."""
-    return "MODEL.ROI_HEADS.NUM_CLASSES" if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" else "MODEL.FCOS.NUM_CLASSES"
-
-
-def _num_classes(cfg) -> int:
-    node = cfg
-    for part in class_count_key(cfg).split("."):
-        node = node[part]
-    return int(node)
-
-
 def check_class_counts(cfg, dataset_names: Iterable[str]) -> None:
     """Raise :class:`ClassCountError` when a dataset (whose dicts were loaded, so that its
     metadata has ``thing_classes``) has more categories than the model has classes."""
-    key, num = class_count_key(cfg), _num_classes(cfg)
+    key, num = num_classes_key(cfg), num_classes(cfg)
     for name in dataset_names:
         classes = MetadataCatalog.get(name).get("thing_classes", None)
         if classes is not None and len(classes) > num:

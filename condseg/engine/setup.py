@@ -1,15 +1,13 @@
-"""Config set-up shared by the command-line tools."""
-import logging
+"""Config set-up of training runs, and the checks of their inputs."""
 import os
 
-import torch
-from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from condseg.config import get_condseg_cfg
+from condseg import config_setup
+from condseg.config_setup import build_cfg
 from condseg.data import register_datasets_from_cfg
 
 __all__ = ["setup_cfg", "missing_inputs", "check_inputs", "MissingInputsError"]
@@ -18,28 +16,15 @@ _REMOTE = ("detectron2://", "http://", "https://", "catalog://", "manifold://", 
 
 
 def setup_cfg(config_file, opts=(), args=None, freeze: bool = True):
-    """Build the config from a yaml file (with ``_BASE_``) or a copy of a ``CfgNode``, and
-    ``KEY VALUE`` overrides; register the datasets it names, and fall back to the CPU
-    when CUDA is unavailable.
-    With ``args`` (the parsed command line), also runs detectron2's ``default_setup``
-    (logging, output dir, config dump, seeding)."""
-    if isinstance(config_file, CfgNode):
-        cfg = config_file.clone()
-        cfg.defrost()
-    else:
-        cfg = get_condseg_cfg()
-        if config_file:
-            cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger("condseg").warning("CUDA is not available: running on the CPU (MODEL.DEVICE cpu)")
-        cfg.MODEL.DEVICE = "cpu"
-    if freeze:
-        cfg.freeze()
-    if args is not None:
-        default_setup(cfg, args)
-        # condseg's own messages (dataset summaries, warnings) go to the same console and log file
-        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="condseg", abbrev_name="condseg")
+    """:func:`condseg.config_setup.setup_cfg` (the config, its datasets registered); with
+    ``args`` (the parsed command line) also detectron2's ``default_setup`` (logging,
+    output dir, config dump, seeding) before the datasets are registered."""
+    if args is None:
+        return config_setup.setup_cfg(config_file, opts, freeze)
+    cfg = build_cfg(config_file, opts, freeze)
+    default_setup(cfg, args)
+    # condseg's own messages (dataset summaries, warnings) go to the same console and log file
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="condseg", abbrev_name="condseg")
     register_datasets_from_cfg(cfg)
     return cfg
 

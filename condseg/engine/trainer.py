@@ -7,13 +7,12 @@ from collections import OrderedDict
 
 import torch
 from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
 from detectron2.engine import hooks as detectron2_hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from torch.nn.parallel import DistributedDataParallel
 
 from condseg.data import CondsegDatasetMapper
 from condseg.data.train_loader import SAMPLERS, build_planned_train_loader
@@ -38,19 +37,17 @@ def has_compiled_detectron2_ops() -> bool:
 
 
 def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
-    """DistributedDataParallel when there are several processes: bound to this process's
-    GPU on CUDA, device-less on CPU (gloo). Identity for a single process."""
-    if comm.get_world_size() == 1:
-        return model
+    """detectron2's ``create_ddp_model`` (identity for one process), given ``device_ids``
+    itself because detectron2 would bind a CPU (gloo) model to a GPU index."""
     device = next(model.parameters()).device
-    kwargs = {"broadcast_buffers": False}
-    if device.type == "cuda":
-        kwargs["device_ids"] = [comm.get_local_rank()]
-    logging.getLogger(__name__).info(
-        "Model wrapped in DistributedDataParallel: world size %d, backend %s, device %s",
-        comm.get_world_size(), torch.distributed.get_backend(), device,
-    )
-    return DistributedDataParallel(model, **kwargs)
+    ddp = create_ddp_model(model, broadcast_buffers=False,
+                           device_ids=[comm.get_local_rank()] if device.type == "cuda" else None)
+    if ddp is not model:
+        logging.getLogger(__name__).info(
+            "Model wrapped in DistributedDataParallel: world size %d, backend %s, device %s",
+            comm.get_world_size(), torch.distributed.get_backend(), device,
+        )
+    return ddp
 
 
 def _all_annotations_have_masks(dataset_name: str) -> bool:
@@ -79,6 +76,8 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
+        # not DefaultTrainer.__init__: it registers the hooks before the seed, the guarded
+        # step and the atomic checkpointer exist, and builds a loader without the seed
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
@@ -219,6 +218,9 @@ class Trainer(DefaultTrainer):
             output_dir=output_folder,
             use_fast_impl=has_compiled_detectron2_ops(),
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            # a dataset without json_file (cleaned, generated) is converted each time: a cached
+            # conversion in OUTPUT_DIR would outlive a change of the annotations
+            allow_cached_coco=False,
         )
 
     @classmethod

@@ -19,9 +19,11 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
-from condseg.engine.setup import setup_cfg
+from condseg.config_setup import setup_cfg
 from condseg.inference.render import color_of, draw_instances, instance_labels
 from condseg.inference.results import category_ids, coco_results_file, instances_to_records
+from condseg.modeling.model_keys import num_classes as model_num_classes
+from condseg.modeling.model_keys import score_threshold_overrides
 
 __all__ = ["Predictor", "WeightsMismatchError", "load_weights_strict"]
 
@@ -117,17 +119,13 @@ class Predictor:
             opts += ["MODEL.WEIGHTS", weights]
         if device is not None:
             opts += ["MODEL.DEVICE", device]
-        if confidence_threshold is not None:
-            # FCOS scores a detection sqrt(class prob * centerness) after thresholding the class
-            # prob before NMS: a final score >= t needs a class prob >= t^2, so that pre-NMS
-            # threshold keeps exactly the detections that can reach t (and lets t go below the
-            # config's 0.05). detectron2's R-CNNs threshold their final scores directly.
-            t = float(confidence_threshold)
-            opts += ["MODEL.FCOS.INFERENCE_TH_TEST", t * t, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", t]
         if not isinstance(config, CfgNode) and not os.path.isfile(config):
             raise FileNotFoundError(f"config file: no such file: {config}")
         self.config_name = config if isinstance(config, str) else "the given config"
-        cfg = setup_cfg(config, opts)
+        cfg = setup_cfg(config, opts, freeze=False)
+        if confidence_threshold is not None:  # the model's own keys, so that it keeps what can reach it
+            cfg.merge_from_list(score_threshold_overrides(cfg, confidence_threshold))
+        cfg.freeze()
         if input_format not in ("BGR", "RGB"):
             raise ValueError(f"input_format must be 'BGR' or 'RGB', not {input_format!r}")
         self.cfg = cfg
@@ -148,7 +146,7 @@ class Predictor:
 
         name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused"
         self.metadata = MetadataCatalog.get(name)
-        num_classes = _num_classes(cfg)
+        num_classes = model_num_classes(cfg)
         names = list(getattr(self.metadata, "thing_classes", None) or [])
         self.class_names = names + [str(i) for i in range(len(names), num_classes)]
         self.dataset_ids = category_ids(self.metadata, len(self.class_names))
@@ -217,10 +215,3 @@ class Predictor:
                                  self.class_names)
         out = draw_instances(image, boxes, masks, labels, [colors[i] for i in order], alpha=alpha)
         return out[:, :, ::-1].copy() if self.input_format == "RGB" else out
-
-
-def _num_classes(cfg) -> int:
-    """Classes the model predicts: detectron2's R-CNNs read ROI_HEADS, condseg's FCOS/CondInst FCOS."""
-    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
-        return cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    return cfg.MODEL.FCOS.NUM_CLASSES

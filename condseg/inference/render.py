@@ -1,8 +1,8 @@
 """Drawing predictions on an image with OpenCV: translucent masks with outlines, boxes,
 and a "class score%" label per instance.
 
-Pure functions of numpy arrays (no matplotlib), fast enough to keep up with the model
-on a CPU: each mask is blended inside its own bounding rectangle only.
+Pure functions of numpy arrays (no matplotlib); each mask is blended inside its own
+bounding rectangle only, so drawing costs what the masks cover, not the whole image.
 """
 import colorsys
 from typing import List, Optional, Sequence, Tuple

@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pycocotools.mask as mask_util
 
+from condseg.data.rle import encode_mask  # the datasets' encoder; re-exported here
+
 __all__ = [
     "category_ids",
     "encode_mask",
@@ -31,18 +33,13 @@ __all__ = [
 def category_ids(metadata, num_classes: int) -> List[int]:
     """Dataset category id of each contiguous class index, as detectron2's
     ``COCOEvaluator`` maps them: through ``thing_dataset_id_to_contiguous_id`` when the
-    metadata has it (COCO-format datasets), else the index itself."""
+    metadata has it (COCO-format datasets), else the index itself (the evaluator inlines
+    this map and has no function of it to call)."""
     mapping = getattr(metadata, "thing_dataset_id_to_contiguous_id", None)
     if not mapping:
         return list(range(num_classes))
     reverse = {v: k for k, v in mapping.items()}
     return [int(reverse.get(i, i)) for i in range(num_classes)]
-
-
-def encode_mask(mask: np.ndarray) -> Dict:
-    """``(H, W)`` bool -> COCO compressed RLE with ``counts`` as text (json-ready)."""
-    rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def decode_segmentation(segmentation: Dict) -> np.ndarray:
@@ -57,7 +54,10 @@ def instances_to_records(instances, class_names: Sequence[str],
     optionally ``pred_masks`` ``(N, H, W)`` bool at the original image size) -> one
     record per detection, in the instances' order (the module docstring gives the
     fields; ``segmentation`` and ``area`` only with masks). ``dataset_ids[c]`` is the
-    category id written for class index ``c`` (default ``c``)."""
+    category id written for class index ``c`` (default ``c``).
+
+    Not detectron2's ``instances_to_coco_json``: it writes no ``category_name`` or
+    ``area``, contiguous class indices, and unrounded float32 scores and boxes."""
     n = len(instances)
     if n == 0:
         return []

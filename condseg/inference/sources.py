@@ -1,18 +1,33 @@
-"""Image inputs of the demo: files, folders and globs, read with errors that name the file."""
+"""Inputs of the demo: image files, folders and globs, video files and cameras, read with
+errors that name the file (or the frame), and grouped into batches for the model."""
+import dataclasses
 import glob
+import logging
+import math
 import os
-from typing import List, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import cv2
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "expand_image_inputs", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "expand_image_inputs", "read_image",
+           "VideoOpenError", "VideoInfo", "open_video", "read_frames", "batched"]
+
+logger = logging.getLogger("condseg")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm")
+DEFAULT_FPS = 30.0  # written when a source does not tell its frame rate (some webcams, streams)
+MAX_TRAILING_FAILURES = 25  # consecutive undecodable frames after which a video is taken to end
+
+T = TypeVar("T")
 
 
 class ImageReadError(OSError):
     """An input image that cannot be read; the message names the file."""
+
+
+class VideoOpenError(OSError):
+    """A video file or camera that cannot be opened; the message names it."""
 
 
 def _is_image_name(path: str) -> bool:
@@ -58,6 +73,9 @@ def expand_image_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[Tuple[st
 def read_image(path: str) -> np.ndarray:
     """``(H, W, 3)`` uint8 BGR (grey and 16-bit images converted, EXIF orientation applied).
 
+    OpenCV rather than detectron2's ``read_image``: the same pixels for 8-bit images, but
+    PIL saturates 16-bit ones to white where OpenCV scales them to 8 bits.
+
     Raises:
         ImageReadError: the file is missing, unreadable, or not a decodable image.
     """
@@ -71,3 +89,82 @@ def read_image(path: str) -> np.ndarray:
     if image is None:
         raise ImageReadError(f"{path}: not an image OpenCV can decode (corrupt, or an unsupported format)")
     return image
+
+
+@dataclasses.dataclass
+class VideoInfo:
+    """What a source announces: ``num_frames`` is None for cameras and streams."""
+
+    name: str
+    fps: float
+    width: int
+    height: int
+    num_frames: Optional[int]
+
+
+def open_video(source: Union[str, int]) -> Tuple[cv2.VideoCapture, VideoInfo]:
+    """Open a video file (a path) or a camera (an int index).
+
+    Raises:
+        VideoOpenError: missing file, a file OpenCV cannot demux, or a camera that cannot be opened.
+    """
+    if isinstance(source, int):
+        name = f"webcam {source}"
+        cap = cv2.VideoCapture(source)
+        if not cap.isOpened():
+            raise VideoOpenError(f"{name}: cannot open the camera (is one connected at this index, and free?)")
+    else:
+        name = source
+        if not os.path.isfile(source):
+            raise VideoOpenError(f"{source}: no such video file")
+        cap = cv2.VideoCapture(source)
+        if not cap.isOpened():
+            raise VideoOpenError(f"{source}: cannot open this video (corrupt, or a format OpenCV cannot read)")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    if not math.isfinite(fps) or fps <= 0:
+        logger.warning("%s does not tell its frame rate: writing %.0f frames/s", name, DEFAULT_FPS)
+        fps = DEFAULT_FPS
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    info = VideoInfo(name, fps, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                     count if count > 0 and not isinstance(source, int) else None)
+    return cap, info
+
+
+def read_frames(cap: cv2.VideoCapture, info: VideoInfo,
+                errors: List[Dict]) -> Iterator[Tuple[int, np.ndarray]]:
+    """Decoded frames as ``(index, (H, W, 3) uint8 BGR)``, indices in decoding order.
+
+    A frame that fails to decode between good ones is appended to ``errors`` as
+    ``{"frame": index, "message"}`` and skipped. Failures up to the end of the video
+    (or ``MAX_TRAILING_FAILURES`` in a row) end it: a video whose header announces more
+    frames than it holds (a truncated file) adds one error saying where it ended.
+    """
+    index, failed = 0, []
+    while True:
+        ok, frame = cap.read()
+        if ok:
+            for i in failed:
+                errors.append({"frame": i, "message": f"{info.name}: frame {i} could not be decoded (skipped)"})
+            failed = []
+            yield index, frame
+        else:
+            if info.num_frames is None or index >= info.num_frames or len(failed) >= MAX_TRAILING_FAILURES:
+                break
+            failed.append(index)
+        index += 1
+    if failed and info.num_frames is not None:
+        errors.append({"frame": failed[0], "message": f"{info.name}: the video ends at frame {failed[0]}, "
+                       f"before the {info.num_frames} frames its header announces (truncated?)"})
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[List[T]]:
+    """Consecutive lists of ``size`` items (the last one shorter), pulled from ``items``
+    only as each list fills."""
+    batch: List[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

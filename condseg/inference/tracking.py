@@ -4,25 +4,17 @@ A greedy IoU tracker (no motion model): a detection continues the track of the s
 class whose last box overlaps it most, if that IoU is at least ``iou_threshold``;
 tracks not matched for more than ``max_age`` frames are forgotten, so an object that
 is missed for a few frames (occlusion, a low score) gets its colour back.
+
+Ours, not detectron2's trackers: theirs match detections across classes, and their
+Hungarian ones also pair boxes below the IoU threshold, so ids pass between objects.
 """
 from typing import List
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 
-__all__ = ["box_iou", "IoUTracker"]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(N, 4)`` and ``(M, 4)`` XYXY boxes -> ``(N, M)`` IoU (0 where a union is empty)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+__all__ = ["IoUTracker"]
 
 
 class IoUTracker:
@@ -49,12 +41,13 @@ class IoUTracker:
             boxes: ``(N, 4)`` XYXY_ABS.
             classes: ``(N,)`` class indices; a track continues only within its class.
         """
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        boxes = np.ascontiguousarray(boxes, np.float64).reshape(-1, 4)  # torch takes no negative strides
         classes = np.asarray(classes, np.int64).reshape(-1)
         n, t = len(boxes), len(self._ids)
         ids = np.full((n,), -1, np.int64)
         if n and t:
-            iou = box_iou(boxes, self._boxes)
+            iou = box_iou(torch.from_numpy(boxes), torch.from_numpy(self._boxes))
+            iou = iou.nan_to_num_(0.0).numpy()  # two empty boxes: 0/0, no overlap
             iou[classes[:, None] != self._classes[None, :]] = 0.0
             order = np.argsort(-iou, axis=None, kind="stable")
             used_det, used_track = set(), set()

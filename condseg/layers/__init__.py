@@ -1,6 +1,7 @@
 """Reusable tensor ops; nothing here imports from ``condseg.modeling``."""
 from .geometry import aligned_bilinear, compute_locations
-from .deform_conv import DeformConv2d, DeformConvWithOffset, deform_conv2d_grid_sample, offset_predictor, split_offset_mask
+from .deform_conv import DeformConv2d, DeformConvWithOffset, offset_predictor, split_offset_mask
+from .deform_conv_grid_sample import deform_conv2d_grid_sample
 from .dynamic_conv import dynamic_layer_shapes, dynamic_mask_heads, dynamic_param_counts, parse_dynamic_params
 from .dynamic_mask_loss import dynamic_mask_dice_loss
 from .losses import dice_loss, iou_loss, sigmoid_focal_loss

@@ -1,24 +1,14 @@
-"""Loss functions as pure tensor functions (no config, no modules)."""
+"""Loss functions as pure tensor functions (no config, no modules).
+
+``sigmoid_focal_loss(logits, targets, alpha, gamma)`` (Lin et al. 2017, element-wise,
+unreduced; ``alpha = -1`` disables the class weighting) is torchvision's: the same formula
+as the published FCOS / CondInst, bit for bit.
+"""
 import torch
-import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss
 
 
 __all__ = ["sigmoid_focal_loss", "iou_loss", "dice_loss"]
-
-
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
-    """Element-wise focal loss (Lin et al. 2017), unreduced.
-
-    ``ce * (1 - p_t) ** gamma * (alpha * t + (1 - alpha) * (1 - t))`` with ``p = sigmoid(logits)``.
-    ``alpha < 0`` disables the class weighting. Shapes of ``logits`` and ``targets`` match.
-    """
-    p = torch.sigmoid(logits)
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = p * targets + (1 - p) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
-    return loss
 
 
 def iou_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str = "giou") -> tuple:

@@ -20,11 +20,10 @@ The backward pass stays in the transformed domain too: ``dV = U^T dM`` and
 
 Only stride 1, dilation 1, one group; any zero padding. Exact in exact arithmetic. In
 float32 the transformed values partly cancel in the output transform, so the rounding of
-the channel sums weighs more than in a direct convolution: against float64, relative to
-the largest output, at the ResNet-50 stage shapes, F(2x2, 3x3) has 1.3-1.8x a direct
-convolution's error (median over draws), F(3x3, 3x3) 4-5.4x and F(4x4, 3x3) 5.4-8.4x with
-the points of :data:`POINTS`, against 25-35x with Lavin's 0, +-1, +-2 (largest draws:
-2.6x, 7.4x, 8.7x and 39x). The matrices are built from their points by
+the channel sums weighs more than in a direct convolution, the more so for larger tiles
+and for points of larger magnitude; with the points of :data:`POINTS` F(4x4, 3x3) stays
+within 10x a direct convolution's float32 error at the ResNet-50 stage shapes
+(``tests/layers/test_winograd.py``). The matrices are built from their points by
 :func:`toom_cook`; ``tools/winograd_accuracy.py`` measures them (docs/BENCHMARKS.md).
 """
 import math
@@ -145,9 +144,8 @@ CHUNK_BYTES = 16 * 2**20  # samples are transformed and multiplied a few at a ti
 
 def _chunk_size(x: torch.Tensor, padding, m: int) -> int:
     """Samples per chunk: as many as keep the chunk's transformed input ``V`` within
-    :data:`CHUNK_BYTES` (at least one). Measured (training step, batch 8, F(4x4, 3x3)):
-    one sample at a time against the whole batch, 64 ch at 200x304: 650 vs 838 ms;
-    128 ch at 100x152: 418 vs 555; 256 ch at 50x76: 335 vs 413; 512 ch at 25x38: level."""
+    :data:`CHUNK_BYTES` (at least one): transformed tiles that stay in cache beat one pass
+    over the whole batch (docs/BENCHMARKS.md, "odconv")."""
     _, c, h, w = x.shape
     _, _, ty, tx, _, _ = _geometry(h, w, padding, m)
     per_sample = (m + 2) ** 2 * c * ty * tx * x.element_size()

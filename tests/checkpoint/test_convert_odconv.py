@@ -17,7 +17,7 @@ from torch import nn
 
 from condseg.checkpoint import DETECTOR_PREFIX, load_checkpoint_state_dict, odconv, official_to_condseg_key
 
-from convert_tool import TOOL, load_tool
+from convert_tool import load_tool
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODELS = {  # fixture entry: (depth, kernel_num)

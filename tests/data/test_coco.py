@@ -3,23 +3,18 @@ import copy
 import json
 import logging
 import os
-import sys
 
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
+import builders.quirky_coco as qc
 import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.coco import convert_to_coco_dict
+from detectron2.structures import BoxMode
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:  # tests/conftest.py does this too
-    sys.path.insert(0, _HERE)
-
-import quirky_coco as qc  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.structures import BoxMode  # noqa: E402
-
-from condseg.data import coco as coco_mod  # noqa: E402
-from condseg.data.coco import load_coco_instances, register_coco_instances  # noqa: E402
+from condseg.data.coco import load_coco_instances, register_coco_instances
+from condseg.data.coco.clean import clean_segmentation
 
 LOGGER = "condseg.data.coco"
 ANN_KEYS = {"bbox", "bbox_mode", "category_id", "segmentation", "iscrowd"}
@@ -231,12 +226,12 @@ def test_rle_bytes_str_and_list_counts_normalise_to_the_same_str_rle():
         {"size": [7, 9], "counts": enc["counts"].decode()},  # str
         {"size": [7, 9], "counts": runs},  # uncompressed
     ]
-    outs = [coco_mod._clean_segmentation(f, 7, 9)[0] for f in forms]
+    outs = [clean_segmentation(f, 7, 9)[0] for f in forms]
     for out in outs:
         assert out == {"size": [7, 9], "counts": enc["counts"].decode()}
         np.testing.assert_array_equal(mask_util.decode(out), mask)
     # an RLE of another size than its image is unusable
-    assert coco_mod._clean_segmentation(forms[1], 9, 7)[0] is None
+    assert clean_segmentation(forms[1], 9, 7)[0] is None
 
 
 def test_degenerate_polygons_dropped_with_warning_naming_ids(quirky, coco_log):
@@ -299,12 +294,19 @@ def test_missing_image_size_read_from_file_and_missing_ann_id_assigned(quirky, t
     del raw["images"][0]["height"], raw["images"][0]["width"]
     del raw["annotations"][0]["id"]
     jf = _write_json(tmp_path / "a.json", raw)
-    dd = load_coco_instances(jf, quirky["root"], "test_coco_sizes")
-    assert (dd[0]["height"], dd[0]["width"]) == (96, 128)
-    with open(MetadataCatalog.get("test_coco_sizes").json_file) as f:
-        ids = [a["id"] for a in json.load(f)["annotations"]]
-    assert len(set(ids)) == len(ids) and all(isinstance(i, int) for i in ids)
-    MetadataCatalog.remove("test_coco_sizes")
+    register_coco_instances("test_coco_sizes", jf, quirky["root"])
+    try:
+        dd = DatasetCatalog.get("test_coco_sizes")
+        assert (dd[0]["height"], dd[0]["width"]) == (96, 128)
+        assert sum(len(d["annotations"]) for d in dd) == len(raw["annotations"]) - len(qc.DROPPED_ANN_IDS)
+        # what COCOEvaluator evaluates against: the dicts converted by detectron2
+        coco = convert_to_coco_dict("test_coco_sizes")
+        ids = [a["id"] for a in coco["annotations"]]
+        assert len(set(ids)) == len(ids) and all(isinstance(i, int) for i in ids)
+        assert [(im["height"], im["width"]) for im in coco["images"]] == [(96, 128)] * len(raw["images"])
+    finally:
+        DatasetCatalog.remove("test_coco_sizes")
+        MetadataCatalog.remove("test_coco_sizes")
 
 
 # ----------------------------------------------------------------------------- errors
@@ -375,21 +377,22 @@ def test_missing_image_root(quirky, tmp_path):
 
 
 # ------------------------------------------------------------------ registration / eval
-def test_register_metadata_and_sanitised_json(quirky):
+def _files_under(*dirs):
+    return sorted(os.path.join(r, f) for d in dirs for r, _, fs in os.walk(d) for f in fs)
+
+
+def test_register_metadata_and_evaluation_json(quirky, tmp_path):
     name = "test_coco_register"
     register_coco_instances(name, quirky["json"], quirky["root"])
     meta = MetadataCatalog.get(name)
     assert meta.evaluator_type == "coco" and meta.image_root == quirky["root"]
-    assert meta.source_json_file == quirky["json"]
     assert meta.thing_dataset_id_to_contiguous_id == {3: 0, 7: 1, 42: 2, 99: 3}
-    # the raw json needs sanitising: the copy lives in the cache dir next to it
-    assert os.path.dirname(meta.json_file) == os.path.join(quirky["dir"], ".condseg_cache")
-    with open(meta.json_file) as f:
-        san = json.load(f)
-    assert [c["id"] for c in san["categories"]] == [c["id"] for c in quirky["raw"]["categories"]]
+    # the raw json needs cleaning: no json_file, so the evaluator converts the dicts
+    assert not hasattr(meta, "json_file")
+    san = convert_to_coco_dict(name)
+    assert sorted(c["id"] for c in san["categories"]) == sorted(c["id"] for c in quirky["raw"]["categories"])
     assert {im["id"] for im in san["images"]} == {im["id"] for im in quirky["raw"]["images"]}
-    ann_ids = {a["id"] for a in san["annotations"]}
-    assert ann_ids == {a["id"] for a in quirky["raw"]["annotations"]} - set(qc.DROPPED_ANN_IDS)
+    assert len(san["annotations"]) == len(quirky["raw"]["annotations"]) - len(qc.DROPPED_ANN_IDS)
     for a in san["annotations"]:
         assert type(a["iscrowd"]) is int and a["area"] > 0 and len(a["bbox"]) == 4
         assert a["category_id"] in {3, 7, 42}
@@ -397,41 +400,35 @@ def test_register_metadata_and_sanitised_json(quirky):
             assert isinstance(a["segmentation"]["counts"], str)
         else:
             assert all(len(p) >= 6 and len(p) % 2 == 0 for p in a["segmentation"])
-    # lazily loaded dicts agree with the sanitised json
+    # lazily loaded dicts agree with what evaluation sees
     dd = DatasetCatalog.get(name)
     assert sum(len(d["annotations"]) for d in dd) == len(san["annotations"])
-    # deterministic: registering again reuses the same file
+    # deterministic: registering again gives the same metadata
     register_coco_instances(name, quirky["json"], quirky["root"])
-    assert MetadataCatalog.get(name).json_file == meta.json_file
+    again = MetadataCatalog.get(name)
+    assert again.thing_dataset_id_to_contiguous_id == meta.thing_dataset_id_to_contiguous_id
+    assert again.thing_classes == meta.thing_classes and not hasattr(again, "json_file")
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
 
 
-def test_sanitised_path_keyed_by_source_mtime(quirky, tmp_path):
-    jf, root = qc.make_quirky_coco(tmp_path)
-    register_coco_instances("test_coco_key", jf, root)
-    p1 = MetadataCatalog.get("test_coco_key").json_file
-    st = os.stat(jf)
-    os.utime(jf, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    register_coco_instances("test_coco_key", jf, root)
-    p2 = MetadataCatalog.get("test_coco_key").json_file
-    assert p1 != p2 and os.path.isfile(p2)
-    DatasetCatalog.remove("test_coco_key")
-    MetadataCatalog.remove("test_coco_key")
-
-
-def test_sanitised_json_falls_back_to_user_cache(quirky, tmp_path, monkeypatch):
+def test_nothing_is_written_beside_the_json_or_in_a_user_cache(tmp_path, monkeypatch):
     jf, root = qc.make_quirky_coco(tmp_path / "data")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    local = os.path.join(str(tmp_path / "data"), ".condseg_cache")
-    real = coco_mod._dir_is_writable
-    monkeypatch.setattr(coco_mod, "_dir_is_writable", lambda d: d != local and real(d))
-    register_coco_instances("test_coco_fallback", jf, root)
-    p = MetadataCatalog.get("test_coco_fallback").json_file
-    assert os.path.dirname(p) == os.path.join(str(tmp_path / "xdg"), "condseg") and os.path.isfile(p)
-    assert not os.path.exists(local) or not os.listdir(local)
-    DatasetCatalog.remove("test_coco_fallback")
-    MetadataCatalog.remove("test_coco_fallback")
+    before = _files_under(tmp_path / "data")
+    name = "test_coco_nowrite"
+    register_coco_instances(name, jf, root)
+    try:
+        res = _evaluate_ground_truth(name, tmp_path / "eval")
+        assert res["bbox"]["AP"] > 99 and res["segm"]["AP"] > 99
+        assert _files_under(tmp_path / "data") == before
+        assert not os.path.exists(tmp_path / "xdg")
+        # the converted json lives in the evaluator's output folder
+        assert MetadataCatalog.get(name).json_file == str(tmp_path / "eval" / f"{name}_coco_format.json")
+        assert os.path.isfile(MetadataCatalog.get(name).json_file)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
 
 
 def test_clean_json_is_used_as_is(tmp_path):
@@ -445,7 +442,7 @@ def test_clean_json_is_used_as_is(tmp_path):
              "bbox": [5, 5, 15, 10], "segmentation": [[5, 5, 20, 5, 20, 15, 5, 15]]},
             {"id": 2, "image_id": 1, "category_id": 2, "iscrowd": 0, "area": 150.0,
              "bbox": [5, 5, 15, 10], "segmentation": {"size": [20, 30], "counts": rle["counts"].decode()},
-             "keypoints": [1, 1, 2]},  # unused fields alone do not need a sanitised copy
+             "keypoints": [1, 1, 2]},  # unused fields alone need no conversion
         ],
         "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
     }
@@ -464,7 +461,7 @@ def test_reregistering_a_name_replaces_it(quirky, tmp_path):
     jf = _write_json(tmp_path / "other.json", other)
     register_coco_instances(name, jf, quirky["root"])
     meta = MetadataCatalog.get(name)
-    assert meta.thing_classes == ["round", "box", "tri"] and meta.source_json_file == jf
+    assert meta.thing_classes == ["round", "box", "tri"] and not hasattr(meta, "json_file")
     assert len(DatasetCatalog.get(name)) == len(other["images"])
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
@@ -489,19 +486,24 @@ def _gt_predictions(dataset_dicts):
     return inputs, outputs
 
 
-def test_coco_evaluator_gives_ap_100_on_ground_truth_predictions(quirky, tmp_path):
+def _evaluate_ground_truth(name, output_dir):
+    """COCOEvaluator's results for predictions that are the ground truth of ``name``."""
     from detectron2.evaluation import COCOEvaluator
 
+    evaluator = COCOEvaluator(
+        name, tasks=("bbox", "segm"), distributed=False, output_dir=str(output_dir), use_fast_impl=False
+    )
+    inputs, outputs = _gt_predictions(DatasetCatalog.get(name))
+    evaluator.reset()
+    evaluator.process(inputs, outputs)
+    return evaluator.evaluate()
+
+
+def test_coco_evaluator_gives_ap_100_on_ground_truth_predictions(quirky, tmp_path):
     name = "test_coco_eval"
     register_coco_instances(name, quirky["json"], quirky["root"])
     try:
-        evaluator = COCOEvaluator(
-            name, tasks=("bbox", "segm"), distributed=False, output_dir=str(tmp_path), use_fast_impl=False
-        )
-        inputs, outputs = _gt_predictions(DatasetCatalog.get(name))
-        evaluator.reset()
-        evaluator.process(inputs, outputs)
-        res = evaluator.evaluate()
+        res = _evaluate_ground_truth(name, tmp_path)
         assert res["bbox"]["AP"] > 99, res["bbox"]
         assert res["segm"]["AP"] > 99, res["segm"]
         for cls in ("circle", "square", "triangle"):
@@ -515,8 +517,9 @@ def test_coco_evaluator_gives_ap_100_on_ground_truth_predictions(quirky, tmp_pat
 
 
 def test_raw_quirky_json_would_break_pycocotools_evaluation(quirky):
-    """Why the sanitised copy exists: pycocotools reads a 4-number polygon as a box and crashes
-    (and the raw file lacks ``area`` on ann 103 and holds the dropped annotations)."""
+    """Why the evaluator converts the cleaned dicts instead: pycocotools reads a 4-number polygon
+    as a box and crashes (and the raw file lacks ``area`` on ann 103 and holds the dropped
+    annotations)."""
     from pycocotools.coco import COCO
 
     gt = COCO(quirky["json"])

@@ -2,6 +2,8 @@
 COCO files, determinism, caching/atomicity/locking and detectron2 registration."""
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -11,6 +13,7 @@ import pycocotools.mask as mask_util
 import pytest
 
 from condseg.data import shapes
+from condseg.data.shapes import write as shapes_write
 from condseg.data.shapes import (
     SHAPES_CLASSES,
     Scene,
@@ -21,6 +24,8 @@ from condseg.data.shapes import (
     sample_scene,
     shapes_dataset_dir,
 )
+from condseg.data.shapes.geometry import unit_area
+from condseg.data.shapes.scene import _sample_geometry
 
 TINY = dict(num_images=8, min_size=64, max_size=96, seed=3)
 
@@ -110,8 +115,8 @@ def test_each_class_renders_a_plausible_area(name):
     """Every class is drawable and its unit-area estimate (used to size shapes) holds."""
     rng = np.random.default_rng(0)
     for _ in range(3):
-        geometry = shapes._sample_geometry(rng, name)
-        scale = 40 / np.sqrt(shapes._unit_area(name, geometry))  # aims at 40 x 40 px
+        geometry = _sample_geometry(rng, name)
+        scale = 40 / np.sqrt(unit_area(name, geometry))  # aims at 40 x 40 px
         shape = Shape(category_id=SHAPES_CLASSES.index(name) + 1, center=(100.0, 100.0),
                       scale=scale, aspect=1.0, angle=float(rng.uniform(0, 6.3)),
                       geometry=geometry, color=(10, 200, 30))
@@ -241,7 +246,7 @@ def test_existing_dataset_is_reused(tiny_json, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("regenerated an existing dataset")
 
-    monkeypatch.setattr(shapes, "_write_dataset", fail)
+    monkeypatch.setattr(shapes_write, "_write_dataset", fail)
     root = tiny_json.split(os.sep + "condseg_shapes" + os.sep)[0]
     assert _tiny(root) == tiny_json
     assert os.stat(tiny_json).st_mtime_ns == mtime
@@ -249,7 +254,7 @@ def test_existing_dataset_is_reused(tiny_json, monkeypatch):
 
 def test_failed_generation_leaves_no_dataset(tmp_path, monkeypatch):
     calls = []
-    real_render = shapes.render_scene
+    real_render = shapes_write.render_scene
 
     def crash_midway(scene):
         calls.append(1)
@@ -257,12 +262,12 @@ def test_failed_generation_leaves_no_dataset(tmp_path, monkeypatch):
             raise RuntimeError("boom")
         return real_render(scene)
 
-    monkeypatch.setattr(shapes, "render_scene", crash_midway)
+    monkeypatch.setattr(shapes_write, "render_scene", crash_midway)
     with pytest.raises(RuntimeError, match="boom"):
         _tiny(tmp_path)
     parent = tmp_path / "condseg_shapes"
     assert [p for p in os.listdir(parent) if not p.endswith(".lock")] == []
-    monkeypatch.setattr(shapes, "render_scene", real_render)
+    monkeypatch.setattr(shapes_write, "render_scene", real_render)
     assert os.path.isfile(_tiny(tmp_path))
 
 
@@ -289,14 +294,14 @@ def test_other_generator_version_is_regenerated(tmp_path):
 
 def test_concurrent_callers_generate_once(tmp_path, monkeypatch):
     calls = []
-    real_write = shapes._write_dataset
+    real_write = shapes_write._write_dataset
 
     def slow_write(*args, **kwargs):
         calls.append(1)
         time.sleep(0.3)  # let the other thread arrive while we hold the lock
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(shapes, "_write_dataset", slow_write)
+    monkeypatch.setattr(shapes_write, "_write_dataset", slow_write)
     results = []
     threads = [threading.Thread(target=lambda: results.append(_tiny(tmp_path))) for _ in range(2)]
     for t in threads:
@@ -305,6 +310,43 @@ def test_concurrent_callers_generate_once(tmp_path, monkeypatch):
         t.join()
     assert len(calls) == 1
     assert len(results) == 2 and results[0] == results[1] and os.path.isfile(results[0])
+
+
+_HOLD_LOCK = """
+import sys, time
+from iopath.common.file_io import file_lock
+lock, marks = sys.argv[1], sys.argv[2]
+with file_lock(lock):
+    open(marks + ".held", "w").close()
+    time.sleep(1.0)
+    open(marks + ".released", "w").close()
+"""
+
+
+def test_the_lock_holds_across_processes(tmp_path, monkeypatch):
+    """Another process (a DDP rank) holding the split's lock makes a caller wait for it."""
+    final_dir = shapes_dataset_dir("train", 8, 64, 96, 3, str(tmp_path))
+    parent, name = os.path.split(final_dir)
+    os.makedirs(parent)
+    marks = str(tmp_path / "holder")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, os.path.join(parent, f".{name}"), marks])
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(marks + ".held"):
+            assert holder.poll() is None and time.monotonic() < deadline, "the lock holder did not start"
+            time.sleep(0.02)
+        released_at_write = []
+        real_write = shapes_write._write_dataset
+
+        def recording_write(*args, **kwargs):
+            released_at_write.append(os.path.exists(marks + ".released"))
+            return real_write(*args, **kwargs)
+
+        monkeypatch.setattr(shapes_write, "_write_dataset", recording_write)
+        assert os.path.isfile(_tiny(tmp_path))
+        assert released_at_write == [True]
+    finally:
+        holder.wait(timeout=60)
 
 
 def test_default_root(monkeypatch, tmp_path):

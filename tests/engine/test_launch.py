@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from condseg.engine.launch import _first_host, launcher_environment, slurm_environment, stop_with_parent
+from condseg.engine.launch import _first_host, launcher_environment, slurm_environment
 
 
 def test_launchers_are_told_apart_by_their_environment():

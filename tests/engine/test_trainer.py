@@ -1,6 +1,4 @@
 """Trainer pieces that the CLI tests do not pin down: optimizer choice, evaluator tasks."""
-import os
-
 import pytest
 import torch
 
@@ -8,18 +6,9 @@ import condseg  # noqa: F401
 from condseg.config import get_condseg_cfg
 from condseg.engine import Trainer
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
-
-def _cfg(*opts):
-    cfg = get_condseg_cfg()
-    cfg.merge_from_file(os.path.join(ROOT, "configs", "quickstart", "fcos_R18_shapes.yaml"))
-    cfg.merge_from_list(["MODEL.RESNETS.STEM_OUT_CHANNELS", "16", "MODEL.RESNETS.RES2_OUT_CHANNELS", "16", *opts])
-    return cfg
-
-
-def test_adamw_optimizer_keeps_detectron2_parameter_rules():
-    cfg = _cfg("SOLVER.OPTIMIZER", "ADAMW", "SOLVER.BASE_LR", "0.001", "SOLVER.WEIGHT_DECAY", "0.05",
+def test_adamw_optimizer_keeps_detectron2_parameter_rules(fcos_cfg):
+    cfg = fcos_cfg("SOLVER.OPTIMIZER", "ADAMW", "SOLVER.BASE_LR", "0.001", "SOLVER.WEIGHT_DECAY", "0.05",
                "SOLVER.WEIGHT_DECAY_NORM", "0.0")
     model = Trainer.build_model(cfg)
     opt = Trainer.build_optimizer(cfg, model)
@@ -29,14 +18,14 @@ def test_adamw_optimizer_keeps_detectron2_parameter_rules():
     assert sum(len(g["params"]) for g in opt.param_groups) == sum(1 for p in model.parameters() if p.requires_grad)
 
 
-def test_sgd_is_the_default_optimizer():
+def test_sgd_is_the_default_optimizer(fcos_cfg):
     assert get_condseg_cfg().SOLVER.OPTIMIZER == "SGD"
-    cfg = _cfg("SOLVER.OPTIMIZER", "SGD")  # the quickstart config itself picks AdamW
+    cfg = fcos_cfg("SOLVER.OPTIMIZER", "SGD")  # the quickstart config itself picks AdamW
     opt = Trainer.build_optimizer(cfg, Trainer.build_model(cfg))
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
 
 
-def test_unknown_optimizer_names_the_key():
-    cfg = _cfg("SOLVER.OPTIMIZER", "LION")
+def test_unknown_optimizer_names_the_key(fcos_cfg):
+    cfg = fcos_cfg("SOLVER.OPTIMIZER", "LION")
     with pytest.raises(ValueError, match="SOLVER.OPTIMIZER"):
         Trainer.build_optimizer(cfg, Trainer.build_model(cfg))

@@ -53,7 +53,7 @@ def test_a_loss_that_becomes_nan_at_the_end_stops_once_without_evaluating(runs, 
 
 def test_images_without_instances_train_condinst(runs, tmp_path):
     """DATALOADER.FILTER_EMPTY_ANNOTATIONS False on a COCO json with empty images."""
-    from quirky_coco import make_quirky_coco
+    from builders.quirky_coco import make_quirky_coco
 
     json_file, image_root = make_quirky_coco(str(tmp_path / "quirky"))
     with open(json_file) as f:

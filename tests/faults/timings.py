@@ -9,12 +9,10 @@ import argparse
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script, beside faultrun.py
-from faultrun import Runs, alive, children, cmdline, free_port  # noqa: E402
+from faultrun import Runs, alive, children, cmdline, free_port  # beside this script, which Python puts on the path
 
 
 def _ranks(pid):

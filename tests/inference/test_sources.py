@@ -1,11 +1,21 @@
-"""Image inputs: folders, globs and files resolved; unreadable files named."""
+"""Inputs: folders, globs and files resolved, unreadable images named; video frames read
+with bad ones named; batches."""
 import os
 
 import cv2
 import numpy as np
 import pytest
 
-from condseg.inference.sources import ImageReadError, expand_image_inputs, read_image
+from condseg.inference.sources import (
+    ImageReadError,
+    VideoOpenError,
+    batched,
+    expand_image_inputs,
+    open_video,
+    read_frames,
+    read_image,
+)
+from builders.videos import corrupt_mjpeg_frame, shapes_video, truncate
 
 
 @pytest.fixture
@@ -47,3 +57,66 @@ def test_read_image_errors_name_the_file(folder, tmp_path):
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff" + os.urandom(100))
     with pytest.raises(ImageReadError, match=r"corrupt\.jpg: not an image"):
         read_image(str(tmp_path / "corrupt.jpg"))
+
+
+def test_16_bit_images_are_scaled_to_8_bits(tmp_path):
+    deep = tmp_path / "deep.png"
+    levels = (np.arange(20, dtype=np.uint16).reshape(4, 5) * 3000)
+    cv2.imwrite(str(deep), levels)
+    image = read_image(str(deep))
+    assert image.dtype == np.uint8 and np.array_equal(image[:, :, 0], (levels >> 8).astype(np.uint8))
+    assert np.array_equal(image[:, :, 0], image[:, :, 2])  # grey: the same in every channel
+
+
+@pytest.fixture(scope="module")
+def avi(tmp_path_factory):
+    return shapes_video(str(tmp_path_factory.mktemp("v") / "clip.avi"), frames=12)
+
+
+def test_a_corrupt_frame_in_the_middle_is_skipped_and_named(avi, tmp_path):
+    bad = str(tmp_path / "bad.avi")
+    corrupt_mjpeg_frame(avi, bad, 5)
+    cap, info = open_video(bad)
+    errors = []
+    indices = [i for i, _ in read_frames(cap, info, errors)]
+    assert indices == [i for i in range(12) if i != 5]
+    assert errors == [{"frame": 5, "message": f"{bad}: frame 5 could not be decoded (skipped)"}]
+    # the frames after it are the right ones
+    cap2, _ = open_video(avi)
+    good = [f for _, f in read_frames(cap2, info, [])]
+    cap, _ = open_video(bad)
+    after = [f for i, f in read_frames(cap, info, []) if i == 6][0]
+    assert np.array_equal(after, good[6])
+
+
+def test_a_truncated_video_says_where_it_ends(avi, tmp_path):
+    cut = str(tmp_path / "cut.avi")
+    truncate(avi, cut)
+    cap, info = open_video(cut)
+    errors = []
+    n = len(list(read_frames(cap, info, errors)))
+    assert 0 < n < 12
+    assert len(errors) == 1 and f"ends at frame {n}, before the 12 frames" in errors[0]["message"]
+
+
+def test_videos_that_cannot_be_opened(tmp_path):
+    with pytest.raises(VideoOpenError, match=r"nope\.mp4: no such video file"):
+        open_video(str(tmp_path / "nope.mp4"))
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    with pytest.raises(VideoOpenError, match=r"junk\.mp4: cannot open this video"):
+        open_video(str(junk))
+
+
+def test_batched_fills_each_batch_before_the_next_item_is_read():
+    pulled = []
+
+    def items():
+        for i in range(5):
+            pulled.append(i)
+            yield i
+
+    batches = batched(items(), 2)
+    assert next(batches) == [0, 1] and pulled == [0, 1]
+    assert list(batches) == [[2, 3], [4]]
+    assert list(batched([], 3)) == []

@@ -1,14 +1,21 @@
 """IoUTracker: identities (hence colours) follow objects across frames."""
 import numpy as np
 
-from condseg.inference.tracking import IoUTracker, box_iou
+from condseg.inference.tracking import IoUTracker
 
 
-def test_box_iou():
-    a = np.array([[0, 0, 10, 10]])
-    b = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]])
-    np.testing.assert_allclose(box_iou(a, b), [[50 / 150, 0.0, 1.0]])
-    assert box_iou(np.zeros((0, 4)), b).shape == (0, 3)
+def test_overlap_decides_below_and_above_the_threshold():
+    t = IoUTracker(iou_threshold=0.3)
+    t.update([[0, 0, 10, 10]], [0])
+    assert t.update([[5, 0, 15, 10]], [0]).tolist() == [0]  # IoU 50/150 = 0.33: continues
+    assert t.update([[12, 0, 22, 10]], [0]).tolist() == [1]  # IoU 30/170 = 0.18: a new track
+
+
+def test_empty_boxes_never_continue_a_track():
+    t = IoUTracker()
+    t.update([[5, 5, 5, 5], [0, 0, 10, 10]], [0, 0])
+    ids = t.update([[5, 5, 5, 5], [0, 0, 10, 10]], [0, 0])  # the empty pair: 0/0, no overlap
+    assert ids.tolist() == [2, 1] and t.update(np.zeros((0, 4)), []).tolist() == []
 
 
 def test_moving_objects_keep_their_ids_whatever_the_detection_order():

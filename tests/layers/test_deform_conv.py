@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from condseg.layers import DeformConv2d, DeformConvWithOffset, offset_predictor, split_offset_mask
-from condseg.layers import deform_conv
+from condseg.layers import deform_conv, deform_conv_grid_sample
 from condseg.layers.deform_conv import IMPLS
 
 
@@ -172,6 +172,18 @@ def test_zero_initialised_predictor_still_gets_gradients():
     assert block.conv_offset.bias.grad[18:].abs().sum() > 0  # mask logits
 
 
+def test_block_forwards_its_arguments_to_the_conv_and_its_geometry_to_the_predictor():
+    block = DeformConvWithOffset(8, 6, (3, 1), 2, (1, 0), 1, 2, 2, True, None, torch.relu, "torchvision", modulated=False)
+    conv, pred = block.conv, block.conv_offset
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding) == (8, 6, (3, 1), (2, 2), (1, 0))
+    assert (conv.groups, conv.deformable_groups, conv.activation, conv.impl) == (2, 2, torch.relu, "torchvision")
+    assert conv.bias is not None and not block.modulated
+    assert (pred.in_channels, pred.out_channels, pred.kernel_size, pred.stride, pred.padding) == (8, 2 * 2 * 3, (3, 1), (2, 2), (1, 0))
+    assert list(block.state_dict()) == ["conv_offset.weight", "conv_offset.bias", "conv.weight", "conv.bias"]
+    with pytest.raises(TypeError, match="padd"):
+        DeformConvWithOffset(4, 4, 3, padd=1)
+
+
 def test_split_offset_mask_takes_offsets_first_then_sigmoid_mask_or_no_mask():
     pred = offset_predictor(5, 3, padding=1, deformable_groups=2)
     assert isinstance(pred, nn.Conv2d) and pred.out_channels == 54
@@ -249,7 +261,7 @@ def _impl_outputs_and_grads(conv, impl, x, offset, mask, grad_y):
 @pytest.mark.parametrize("name", list(AGREE_CONFIGS))
 def test_impls_agree_on_outputs_and_all_gradients(name, modulated, chunked, monkeypatch):
     if chunked:  # grid_sample over the batch in chunks of one sample
-        monkeypatch.setattr(deform_conv, "GRID_SAMPLE_MAX_ELEMENTS", 1)
+        monkeypatch.setattr(deform_conv_grid_sample, "GRID_SAMPLE_MAX_ELEMENTS", 1)
     c_in, c_out, k, s, p, d, groups, dgroups = AGREE_CONFIGS[name]
     conv = DeformConv2d(c_in, c_out, k, s, p, d, groups, dgroups, bias=True).double()
     nn.init.normal_(conv.bias)

@@ -1,5 +1,4 @@
 """ODConv2d reproduces the official ODConv in every formulation; DyConv and CondConv are its configurations."""
-import functools
 import math
 
 import pytest
@@ -9,8 +8,12 @@ from detectron2.layers import FrozenBatchNorm2d
 from torch import nn
 from torch.func import functional_call
 
-from condseg.layers import ODConv2d, condconv2d, dyconv2d, odconv
-from condseg.layers.odconv import ATTENTIONS, IMPLS, default_impl, impls_for, set_default_impl
+from condseg.layers import ODConv2d, condconv2d, dyconv2d, odconv_formulations
+from condseg.layers.odconv import ATTENTIONS, IMPLS, impls_for
+from condseg.layers.winograd import TILE_SIZES
+from odconv_reference import GENERAL_IMPLS, err, official_layer, rel_error
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LAYER_CASES = [
     "layer_k3_kn4.pt",
@@ -33,39 +36,6 @@ CASE_IMPLS = [
     (c, i) for c in LAYER_CASES for i in IMPLS
     if (i != "pointwise" or c == "layer_pw_kn1.pt") and (i != "winograd" or c in WINOGRAD_CASES)
 ]
-GENERAL_IMPLS = tuple(i for i in IMPLS if i != "pointwise")
-
-
-def err(a, e):
-    """The README's error: max|a - e| / max(1, max|e|), in float64."""
-    a, e = a.detach().double(), e.detach().double()
-    return ((a - e).abs().max() / max(1.0, e.abs().max().item())).item()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The layers here are tiny: a second thread only adds synchronisation, which costs
-    up to a second per float64 convolution when the 2 cores are busy with other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def layer_fixture(fixture):
-    return functools.lru_cache(maxsize=None)(lambda name: fixture("odconv", name))
-
-
-def official_layer(d, impl="auto", dtype=torch.float32):
-    c = d["config"]
-    m = ODConv2d(
-        c["in_planes"], c["out_planes"], c["kernel_size"], c["stride"], c["padding"], c["dilation"], c["groups"],
-        kernel_num=c["kernel_num"], reduction=c["reduction"], min_channel=c["min_channel"], impl=impl,
-    )
-    m.load_state_dict(d["state_dict"], strict=True)
-    m.update_temperature(c["temperature"])
-    return m.to(dtype).eval()
 
 
 def forward_backward(m, x, g):
@@ -149,18 +119,6 @@ def test_train_mode_uses_batch_statistics_like_the_fixture(layer_fixture, impl):
     assert err(bn.running_mean, t["bn_running_mean_after"]) < 1e-5
     assert err(bn.running_var, t["bn_running_var_after"]) < 1e-5
     assert bn.num_batches_tracked.item() == t["bn_num_batches_tracked_after"].item()
-
-
-@pytest.mark.parametrize("fold", [True, False])
-@pytest.mark.parametrize("case", ["layer_k3_kn4.pt", "layer_k3_kn2_groups2.pt", "layer_dw_kn4.pt", "layer_pw_kn4_s2.pt"])
-def test_kernel_side_and_feature_side_attentions_agree(layer_fixture, monkeypatch, case, fold):
-    # a_c / a_f folded into the per-sample kernels or applied to the features: same numbers
-    monkeypatch.setattr(odconv, "_FOLD", fold)
-    d = layer_fixture(case)
-    for impl in ("grouped", "per_sample", "unfold_bmm"):
-        m = official_layer(d, impl, torch.float64)
-        out, grad_x, _ = forward_backward(m, d["x"].double(), d["g"].double())
-        assert err(out, d["out_f64"]) < 1e-10 and err(grad_x, d["grad_x_f64"]) < 1e-10, impl
 
 
 def test_formulations_match_the_per_sample_definition():
@@ -266,6 +224,7 @@ def test_temperature_is_a_plain_attribute_that_sharpens_the_attentions():
         (dict(padding="same"), "padding must be an int"),
         (dict(kernel_num=0), "kernel_num"),
         (dict(temperature=-1.0), "temperature"),
+        (dict(winograd_tile=5), "winograd_tile must be one of"),
     ],
 )
 def test_bad_arguments_are_rejected(kwargs, message):
@@ -273,6 +232,22 @@ def test_bad_arguments_are_rejected(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         ODConv2d(**args)
+
+
+@pytest.mark.parametrize("tile", TILE_SIZES)
+def test_winograd_tile_is_the_one_the_layer_runs(monkeypatch, tile):
+    torch.manual_seed(0)
+    m = ODConv2d(8, 12, 3, padding=1, bias=True, kernel_num=3, min_channel=4, impl="winograd", winograd_tile=tile).double()
+    tiles, winograd_conv3x3 = [], odconv_formulations.winograd_conv3x3
+
+    def spy(x, w, padding, m):
+        tiles.append(m)
+        return winograd_conv3x3(x, w, padding, m)
+
+    monkeypatch.setattr(odconv_formulations, "winograd_conv3x3", spy)
+    x = torch.randn(3, 8, 10, 9, dtype=torch.float64)
+    torch.testing.assert_close(m(x), reference_forward(m, x) + m.bias.view(1, -1, 1, 1), rtol=0, atol=1e-12)
+    assert tiles == [tile]
 
 
 def test_batch_of_one_in_train_mode_explains_the_attention_bn():
@@ -285,47 +260,6 @@ def test_batch_of_one_in_train_mode_explains_the_attention_bn():
     assert isinstance(frozen.attention.bn, FrozenBatchNorm2d)
     assert frozen(torch.randn(1, 8, 5, 5)).shape == (1, 8, 5, 5)
     assert condconv2d(8, 8, 3, padding=1).train()(torch.randn(1, 8, 5, 5)).shape == (1, 8, 5, 5)  # no BN
-
-
-# ----------------------------------------------------------------- dispatch
-def test_auto_dispatch_and_default_impl():
-    pw = ODConv2d(8, 8, 1, kernel_num=1)
-    k3 = ODConv2d(8, 8, 3, padding=1)
-    forced = ODConv2d(8, 8, 3, padding=1, impl="per_sample")
-    x = torch.randn(2, 8, 5, 5)
-    assert pw.resolved_impl(x) == "pointwise"
-    assert k3.resolved_impl(x) == "grouped"  # small per-sample convs: one call for the batch
-    big = ODConv2d(64, 64, 3, padding=1)  # 64*64*9*64*64 multiply-adds per sample: a loop is fine
-    assert big.resolved_impl(torch.empty(2, 64, 64, 64)) == "per_sample"
-    assert big.resolved_impl(torch.empty(2, 64, 16, 16)) == "grouped"
-    conv1x1 = ODConv2d(256, 1024, 1)
-    assert conv1x1.resolved_impl(torch.empty(2, 256, 50, 76)) == "per_sample"
-    with torch.no_grad():  # inference: one bmm over the pixels
-        assert conv1x1.resolved_impl(torch.empty(2, 256, 50, 76)) == "unfold_bmm"
-        assert big.resolved_impl(torch.empty(2, 64, 64, 64)) == "per_sample"
-    assert impls_for(k3) == GENERAL_IMPLS and impls_for(pw) == tuple(i for i in IMPLS if i != "winograd")
-    assert "winograd" not in impls_for(ODConv2d(8, 8, 3, padding=1, stride=2))
-    assert "winograd" not in impls_for(ODConv2d(8, 8, 3, padding=2, dilation=2))
-    assert "winograd" not in impls_for(ODConv2d(8, 16, 3, padding=1, groups=2))
-    # winograd from 128 channels and 64 4x4 output tiles per sample (train and inference)
-    wide = ODConv2d(128, 128, 3, padding=1)
-    assert wide.resolved_impl(torch.empty(2, 128, 32, 32)) == "winograd"  # 8 x 8 tiles
-    assert wide.resolved_impl(torch.empty(2, 128, 28, 28)) == "per_sample"  # 7 x 7 tiles
-    with torch.no_grad():
-        assert wide.resolved_impl(torch.empty(2, 128, 32, 32)) == "winograd"
-    assert ODConv2d(64, 64, 3, padding=1).resolved_impl(torch.empty(2, 64, 64, 64)) == "per_sample"
-    assert ODConv2d(128, 128, 3, padding=1, stride=2).resolved_impl(torch.empty(2, 128, 64, 64)) == "per_sample"
-    with default_impl("unfold_bmm"):
-        assert k3.resolved_impl(x) == pw.resolved_impl(x) == "unfold_bmm"
-        assert forced.resolved_impl(x) == "per_sample"
-    with default_impl("pointwise"):  # does not apply to the 3x3 layer: it keeps the rule
-        assert pw.resolved_impl(x) == "pointwise" and k3.resolved_impl(x) == "grouped"
-    assert k3.resolved_impl(x) == "grouped"
-    with default_impl("winograd"):  # applies to the 3x3 stride-1 layer only
-        assert k3.resolved_impl(x) == "winograd" and pw.resolved_impl(x) == "pointwise"
-        assert ODConv2d(8, 8, 3, padding=1, stride=2).resolved_impl(x) == "grouped"
-    with pytest.raises(ValueError, match="impl must be"):
-        set_default_impl("fft")
 
 
 # ------------------------------------------------------- detectron2 drop-in
@@ -393,32 +327,6 @@ def test_condconv_is_sigmoid_routing_straight_from_the_pooled_input():
 
 
 # ------------------------------------------------------------------ float32 accuracy
-def _rel(a, ref):
-    """Norm-wise relative error of ``a`` against the float64 ``ref``."""
-    return float((a.detach().double() - ref).norm() / ref.norm())
-
-
-@pytest.mark.parametrize("n,co,ci,k", [(4, 256, 256, 3), (4, 512, 512, 3), (4, 1024, 256, 1), (8, 64, 64, 3), (2, 12, 8, 5)])
-def test_kernel_mix_gradient_is_as_accurate_as_the_published_broadcast(n, co, ci, k):
-    """The gradient w.r.t. the kernel attention of the kernel mix sums over all
-    C_out * C_in * k * k entries: within 2x of the published broadcast-and-sum's float32
-    error (one plain matrix product: 8-150x)."""
-    g = torch.Generator().manual_seed(co + k)
-    weight = torch.randn(n, co, ci, k, k, generator=g) * (2 / (co * k * k)) ** 0.5
-    att = {"kernel": torch.softmax(torch.randn(8, n, generator=g), 1), "spatial": torch.rand(8, k, k, generator=g)}
-    cotangent = torch.randn(8, co, ci, k, k, generator=g)
-
-    def grad(aggregate, dtype):
-        a = {name: t.to(dtype).clone().requires_grad_(name == "kernel") for name, t in att.items()}
-        (aggregate(weight.to(dtype), a) * cotangent.to(dtype)).sum().backward()
-        return a["kernel"].grad
-
-    ref = grad(lambda w, a: odconv._aggregate(w, a, 1), torch.float64)
-    published = _rel(grad(lambda w, a: odconv._aggregate_broadcast(w, a, 8), torch.float32), ref)
-    ours = _rel(grad(lambda w, a: odconv._aggregate(w, a, 1), torch.float32), ref)
-    assert ours <= 2 * published, (ours, published)
-
-
 @pytest.mark.parametrize("impl", ["grouped", "per_sample", "unfold_bmm", "auto"])
 def test_kernel_attention_gradients_as_accurate_as_batch_groups(impl):
     """One 256 -> 256 3x3 layer, kernel_num 4, train mode: the float32 gradients of the
@@ -440,5 +348,5 @@ def test_kernel_attention_gradients_as_accurate_as_batch_groups(impl):
 
         ref = grads("batch_groups", torch.float64)
         for key, name in (("published", "batch_groups"), (impl, impl)):
-            errors[key] += sum(_rel(t, ref[n]) for n, t in grads(name, torch.float32).items())
+            errors[key] += sum(rel_error(t, ref[n]) for n, t in grads(name, torch.float32).items())
     assert errors[impl] <= 2 * errors["published"], errors

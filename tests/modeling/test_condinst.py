@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 from detectron2.modeling import build_model
-from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
+from detectron2.structures import Boxes, Instances
 
 import condseg  # noqa: F401
 from condseg.config import get_condseg_cfg
@@ -15,44 +15,14 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 LEVELS = ("p3", "p4", "p5", "p6", "p7")
 
 
-def tiny_condinst_cfg(*opts):
-    cfg = get_condseg_cfg()
-    cfg.merge_from_file(os.path.join(ROOT, "configs", "quickstart", "fcos_R18_shapes.yaml"))
-    cfg.merge_from_list([
-        "MODEL.META_ARCHITECTURE", "CondInst", "MODEL.MASK_ON", "True",
-        "MODEL.RESNETS.STEM_OUT_CHANNELS", "16", "MODEL.RESNETS.RES2_OUT_CHANNELS", "16",
-        "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.FCOS.NUM_CLS_CONVS", "1", "MODEL.FCOS.NUM_BOX_CONVS", "1",
-        "MODEL.FCOS.NUM_CLASSES", "4", "MODEL.CONDINST.MASK_BRANCH.CHANNELS", "32",
-        "MODEL.CONDINST.MASK_BRANCH.NUM_CONVS", "1", *opts,
-    ])
-    return cfg
-
-
-def _inputs(n=2, h=96, w=160, polygons=True):
-    out = []
-    for _ in range(n):
-        inst = Instances((h, w))
-        inst.gt_boxes = Boxes(torch.tensor([[8.0, 10.0, 40.0, 50.0], [30.0, 20.0, 110.0, 90.0]]))
-        inst.gt_classes = torch.tensor([1, 3])
-        if polygons:
-            inst.gt_masks = PolygonMasks([[[8, 10, 40, 10, 40, 50, 8, 50]], [[30, 20, 110, 20, 70, 90]]])
-        else:
-            m = torch.zeros(2, h, w, dtype=torch.bool)
-            m[0, 10:50, 8:40] = True
-            m[1, 20:90, 30:110] = True
-            inst.gt_masks = BitMasks(m)
-        out.append({"image": torch.rand(3, h, w) * 255, "instances": inst, "height": 2 * h, "width": 2 * w})
-    return out
-
-
 @pytest.mark.parametrize("all_empty", [False, True])
-def test_images_without_instances_train_as_negatives(all_empty):
+def test_images_without_instances_train_as_negatives(condinst_cfg, gt_inputs, all_empty):
     """DATALOADER.FILTER_EMPTY_ANNOTATIONS False: an image with no instances (the mapper
     gives it no gt_masks field) is a negative, not an error."""
     torch.manual_seed(0)
-    model = build_model(tiny_condinst_cfg())
+    model = build_model(condinst_cfg())
     model.train()
-    inputs = _inputs()
+    inputs = gt_inputs()
     empty = Instances((96, 160))
     empty.gt_boxes = Boxes(torch.zeros(0, 4))
     empty.gt_classes = torch.zeros(0, dtype=torch.int64)
@@ -68,10 +38,10 @@ def test_images_without_instances_train_as_negatives(all_empty):
 
 
 @pytest.mark.parametrize("polygons", [True, False])
-def test_training_losses_are_finite_and_reach_every_parameter(polygons):
-    model = build_model(tiny_condinst_cfg())
+def test_training_losses_are_finite_and_reach_every_parameter(condinst_cfg, gt_inputs, polygons):
+    model = build_model(condinst_cfg())
     model.train()
-    losses = model(_inputs(polygons=polygons))
+    losses = model(gt_inputs(masks="polygons" if polygons else "bitmasks"))
     assert set(losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "loss_mask"}
     total = sum(losses.values())
     assert torch.isfinite(total) and 0 < losses["loss_mask"] <= 1
@@ -79,25 +49,25 @@ def test_training_losses_are_finite_and_reach_every_parameter(polygons):
     assert not [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
 
 
-def test_controller_size_is_derived_from_the_head_config():
-    model = build_model(tiny_condinst_cfg("MODEL.CONDINST.MASK_HEAD.CHANNELS", "16"))
+def test_controller_size_is_derived_from_the_head_config(condinst_cfg):
+    model = build_model(condinst_cfg("MODEL.CONDINST.MASK_HEAD.CHANNELS", "16"))
     assert model.controller.out_channels == 465  # fixtures: (16, 3, 8, rel) -> 465
 
 
-def test_inference_gives_masks_at_the_requested_size():
-    model = build_model(tiny_condinst_cfg("MODEL.FCOS.INFERENCE_TH_TEST", "0.0"))
+def test_inference_gives_masks_at_the_requested_size(condinst_cfg, gt_inputs):
+    model = build_model(condinst_cfg("MODEL.FCOS.INFERENCE_TH_TEST", "0.0"))
     model.eval()
     with torch.no_grad():
-        out = model(_inputs(2))
+        out = model(gt_inputs(2))
     for o in out:
         inst = o["instances"]
         assert set(inst.get_fields()) == {"pred_boxes", "scores", "pred_classes", "pred_masks"}
         assert inst.pred_masks.shape == (len(inst), 192, 320) and inst.pred_masks.dtype == torch.bool
 
 
-def test_max_proposals_and_topk_are_exclusive():
+def test_max_proposals_and_topk_are_exclusive(condinst_cfg):
     with pytest.raises(ValueError, match="TOPK_PROPOSALS_PER_IM"):
-        build_model(tiny_condinst_cfg("MODEL.CONDINST.MAX_PROPOSALS", "10", "MODEL.CONDINST.TOPK_PROPOSALS_PER_IM", "10"))
+        build_model(condinst_cfg("MODEL.CONDINST.MAX_PROPOSALS", "10", "MODEL.CONDINST.TOPK_PROPOSALS_PER_IM", "10"))
 
 
 def test_select_training_instances():
@@ -165,43 +135,40 @@ def test_r50_1x_config_matches_the_reference_model_and_settings(fixture):
             assert node == value, key
 
 
-def test_training_mask_loss_is_the_same_for_both_head_formulations():
+def test_training_mask_loss_is_the_same_for_both_head_formulations(condinst_cfg, gt_inputs):
     """bmm trains through the fused, blocked loss; grouped_conv through the published
     computation: equal losses and gradients."""
     torch.manual_seed(0)
-    state = build_model(tiny_condinst_cfg()).state_dict()
+    state = build_model(condinst_cfg()).state_dict()
     grads = []
     for impl in ("grouped_conv", "bmm"):
-        model = build_model(tiny_condinst_cfg("MODEL.CONDINST.MASK_HEAD.IMPL", impl))
+        model = build_model(condinst_cfg("MODEL.CONDINST.MASK_HEAD.IMPL", impl))
         model.load_state_dict(state)
         model.train()
         torch.manual_seed(1)
-        losses = model(_inputs(polygons=False))
+        losses = model(gt_inputs(masks="bitmasks"))
         losses["loss_mask"].backward()
         grads.append((losses["loss_mask"].detach(), model.controller.weight.grad, model.mask_branch.predictor.weight.grad))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
 
-def test_finer_pyramid_variant_trains_and_predicts_full_size_masks():
+def test_finer_pyramid_variant_trains_and_predicts_full_size_masks(quickstart_cfg, gt_inputs):
     """condinst_R18_p2_shapes.yaml: FCOS on P2-P6, mask branch from P2 (stride 4), masks
     at stride 2; narrowed like the other tests' models."""
-    cfg = get_condseg_cfg()
-    cfg.merge_from_file(os.path.join(ROOT, "configs", "quickstart", "condinst_R18_p2_shapes.yaml"))
-    cfg.merge_from_list([
-        "MODEL.RESNETS.STEM_OUT_CHANNELS", "16", "MODEL.RESNETS.RES2_OUT_CHANNELS", "16",
-        "MODEL.FCOS.NUM_CLASSES", "4", "MODEL.CONDINST.MASK_BRANCH.CHANNELS", "32",
+    cfg = quickstart_cfg(
+        "condinst_R18_p2_shapes.yaml", "MODEL.FCOS.NUM_CLASSES", "4", "MODEL.CONDINST.MASK_BRANCH.CHANNELS", "32",
         "MODEL.CONDINST.MASK_BRANCH.NUM_CONVS", "1", "MODEL.FCOS.INFERENCE_TH_TEST", "0.0",
-    ])
+    )
     model = build_model(cfg)
     assert model.mask_branch.out_stride == 4 and model.mask_out_stride == 2
     assert [s.stride for s in model.backbone.output_shape().values()] == [4, 8, 16, 32, 64]
     model.train()
-    losses = model(_inputs())
+    losses = model(gt_inputs())
     assert torch.isfinite(sum(losses.values())) and 0 < losses["loss_mask"] <= 1
     sum(losses.values()).backward()
     assert not [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     model.eval()
     with torch.no_grad():
-        inst = model(_inputs(1))[0]["instances"]
+        inst = model(gt_inputs(1))[0]["instances"]
     assert inst.pred_masks.shape == (len(inst), 192, 320)

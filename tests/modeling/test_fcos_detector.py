@@ -1,5 +1,4 @@
 """FCOS as a detectron2 model: built from the config, trains, and predicts Instances."""
-import os
 
 import pytest
 import torch
@@ -7,35 +6,9 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 import condseg  # noqa: F401
-from condseg.config import get_condseg_cfg
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-TINY = [
-    "MODEL.RESNETS.STEM_OUT_CHANNELS", "16", "MODEL.RESNETS.RES2_OUT_CHANNELS", "16",
-    "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.FCOS.NUM_CLS_CONVS", "1", "MODEL.FCOS.NUM_BOX_CONVS", "1",
-    "MODEL.FCOS.NUM_CLASSES", "4",
-]
-
-
-def tiny_cfg(*opts):
-    cfg = get_condseg_cfg()
-    cfg.merge_from_file(os.path.join(ROOT, "configs", "quickstart", "fcos_R18_shapes.yaml"))
-    cfg.merge_from_list(TINY + list(opts))
-    return cfg
-
-
-def _inputs(n=2, h=96, w=128):
-    out = []
-    for i in range(n):
-        inst = Instances((h, w))
-        inst.gt_boxes = Boxes(torch.tensor([[8.0, 10.0, 40.0, 50.0], [30.0, 20.0, 110.0, 90.0]]))
-        inst.gt_classes = torch.tensor([1, 3])
-        out.append({"image": torch.rand(3, h, w) * 255, "instances": inst, "height": 2 * h, "width": 2 * w})
-    return out
-
-
-def test_backbone_gives_p3_to_p7_with_p6_from_p5():
-    model = build_model(tiny_cfg())
+def test_backbone_gives_p3_to_p7_with_p6_from_p5(fcos_cfg):
+    model = build_model(fcos_cfg())
     shapes = model.backbone.output_shape()
     assert {k: v.stride for k, v in shapes.items()} == {"p3": 8, "p4": 16, "p5": 32, "p6": 64, "p7": 128}
     assert model.backbone.top_block.in_feature == "p5"
@@ -43,18 +16,18 @@ def test_backbone_gives_p3_to_p7_with_p6_from_p5():
     assert feats["p6"].shape[-2:] == (2, 2) and feats["p7"].shape[-2:] == (1, 1)
 
 
-def test_head_initialisation_follows_prior_prob():
-    model = build_model(tiny_cfg())
+def test_head_initialisation_follows_prior_prob(fcos_cfg):
+    model = build_model(fcos_cfg())
     head = model.proposal_generator.head
     expected = -torch.log(torch.tensor((1 - 0.01) / 0.01))
     torch.testing.assert_close(head.cls_logits.bias, expected.expand(4))
     assert torch.all(head.bbox_pred.bias == 0) and len(head.scales) == 5
 
 
-def test_training_step_gives_finite_losses_and_gradients_everywhere():
-    model = build_model(tiny_cfg())
+def test_training_step_gives_finite_losses_and_gradients_everywhere(fcos_cfg, gt_inputs):
+    model = build_model(fcos_cfg())
     model.train()
-    losses = model(_inputs())
+    losses = model(gt_inputs(w=128, masks=None))
     assert set(losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"}
     total = sum(losses.values())
     assert torch.isfinite(total)
@@ -63,9 +36,9 @@ def test_training_step_gives_finite_losses_and_gradients_everywhere():
     assert not no_grad, no_grad
 
 
-def test_training_on_image_without_gt():
-    model = build_model(tiny_cfg())
-    batch = _inputs(1, 96, 160)  # P7 of 1x2: GroupNorm needs >1 value per group at batch 1
+def test_training_on_image_without_gt(fcos_cfg, gt_inputs):
+    model = build_model(fcos_cfg())
+    batch = gt_inputs(1, 96, 160, masks=None)  # P7 of 1x2: GroupNorm needs >1 value per group at batch 1
     empty = Instances((96, 160))
     empty.gt_boxes = Boxes(torch.zeros(0, 4))
     empty.gt_classes = torch.zeros(0, dtype=torch.int64)
@@ -74,11 +47,11 @@ def test_training_on_image_without_gt():
     assert all(torch.isfinite(v) for v in losses.values())
 
 
-def test_inference_returns_instances_at_requested_size():
-    model = build_model(tiny_cfg("MODEL.FCOS.INFERENCE_TH_TEST", "0.0", "MODEL.FCOS.THRESH_WITH_CTR", "False"))
+def test_inference_returns_instances_at_requested_size(fcos_cfg, gt_inputs):
+    model = build_model(fcos_cfg("MODEL.FCOS.INFERENCE_TH_TEST", "0.0", "MODEL.FCOS.THRESH_WITH_CTR", "False"))
     model.eval()
     with torch.no_grad():
-        out = model(_inputs(2))
+        out = model(gt_inputs(2, w=128, masks=None))
     for o in out:
         inst = o["instances"]
         assert inst.image_size == (192, 256)
@@ -89,6 +62,6 @@ def test_inference_returns_instances_at_requested_size():
         assert torch.all(inst.scores[:-1] >= inst.scores[1:])
 
 
-def test_misconfigured_strides_name_the_key():
+def test_misconfigured_strides_name_the_key(fcos_cfg):
     with pytest.raises(ValueError, match="MODEL.FCOS.FPN_STRIDES"):
-        build_model(tiny_cfg("MODEL.FCOS.FPN_STRIDES", "[8, 16, 32, 64, 64]"))
+        build_model(fcos_cfg("MODEL.FCOS.FPN_STRIDES", "[8, 16, 32, 64, 64]"))

@@ -4,7 +4,7 @@ import torch
 
 from condseg.layers import compute_locations
 from condseg.modeling.fcos.losses import fcos_losses, flatten_level_major
-from condseg.modeling.fcos.postprocess import fcos_inference
+from condseg.modeling.fcos.postprocess import fcos_inference, gather_at_detections
 from condseg.modeling.fcos.targets import centerness_targets, fcos_size_ranges, fcos_targets, mask_centroids
 
 LEVELS = ("p3", "p4", "p5", "p6", "p7")
@@ -143,7 +143,7 @@ def test_fcos_inference_matches_fixture(fixture):
         [d[f"reg_pred_{p}"] for p in LEVELS],
         [d[f"ctrness_pred_{p}"] for p in LEVELS],
         d["strides"], d["pre_nms_thresh"], d["pre_nms_topk"], d["nms_thresh"], d["post_nms_topk"],
-        d["thresh_with_ctr"], extras=[d[f"top_feats_{p}"] for p in LEVELS],
+        d["thresh_with_ctr"],
     )
     boxes = torch.cat([x["boxes"] for x in dets])
     torch.testing.assert_close(boxes, d["det_boxes"], atol=1e-4, rtol=0)
@@ -155,9 +155,12 @@ def test_fcos_inference_matches_fixture(fixture):
     assert [x["scores"].numel() for x in dets] == [
         (d["det_im_inds"] == i).sum().item() for i in range(2)
     ]
-    # the controller vector travels with its detection
-    for x, i in zip(dets, range(2)):
-        for lvl, idx, vec in zip(x["fpn_levels"], x["loc_inds"], x["extra"]):
+    # the controller's vectors (the reference's top_feats) gathered at the detections
+    controller_out = [d[f"top_feats_{p}"] for p in LEVELS]
+    for i, x in enumerate(dets):
+        gathered = gather_at_detections(controller_out, i, x["fpn_levels"], x["loc_inds"])
+        assert gathered.shape == (len(x["scores"]), 169)
+        for lvl, idx, vec in zip(x["fpn_levels"], x["loc_inds"], gathered):
             assert torch.equal(vec, d[f"top_feats_{LEVELS[lvl]}"][i].reshape(169, -1)[:, idx])
 
 

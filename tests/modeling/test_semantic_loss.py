@@ -5,7 +5,6 @@ from detectron2.modeling import build_model
 from condseg.layers import sigmoid_focal_loss
 from condseg.modeling.condinst.mask_branch import semantic_loss, semantic_targets
 
-from test_condinst import _inputs, tiny_condinst_cfg
 
 
 def test_semantic_targets_take_the_smallest_covering_mask_at_cell_centres():
@@ -39,17 +38,17 @@ def test_semantic_loss_is_focal_loss_over_one_hot_classes_per_foreground_pixel()
     assert torch.isfinite(semantic_loss(logits, zero, 0.25, 2.0))
 
 
-def test_semantic_loss_trains_the_semantic_head_and_is_off_by_default():
-    assert not hasattr(build_model(tiny_condinst_cfg()).mask_branch, "seg_head")
-    model = build_model(tiny_condinst_cfg("MODEL.CONDINST.MASK_BRANCH.SEMANTIC_LOSS_ON", "True"))
+def test_semantic_loss_trains_the_semantic_head_and_is_off_by_default(condinst_cfg, gt_inputs):
+    assert not hasattr(build_model(condinst_cfg()).mask_branch, "seg_head")
+    model = build_model(condinst_cfg("MODEL.CONDINST.MASK_BRANCH.SEMANTIC_LOSS_ON", "True"))
     assert model.mask_branch.logits.out_channels == 4
     model.train()
-    losses = model(_inputs())
+    losses = model(gt_inputs())
     assert "loss_sem" in losses and torch.isfinite(losses["loss_sem"]) and losses["loss_sem"] > 0
     sum(losses.values()).backward()
     assert model.mask_branch.logits.weight.grad.abs().sum() > 0
     assert model.mask_branch.seg_head[0][0].weight.grad.abs().sum() > 0
     model.eval()
     with torch.no_grad():
-        out = model(_inputs(1))
+        out = model(gt_inputs(1))
     assert out[0]["instances"].has("pred_masks")

@@ -10,15 +10,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torchvision.ops import box_iou
 
 from condseg import Predictor
 from condseg.inference.render import color_of, draw_instances, instance_labels
 from condseg.inference.results import decode_segmentation
+from builders.videos import corrupt_mjpeg_frame, shapes_video
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-sys.path.insert(0, os.path.join(ROOT, "tests", "inference"))
-from videos import corrupt_mjpeg_frame, shapes_video  # noqa: E402
 
 
 def _load_demo():

@@ -8,18 +8,30 @@ from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
-from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_proposal_generator
 from detectron2.structures import BitMasks, Instances, PolygonMasks
 from torch import nn
 
 from condseg.layers import aligned_bilinear, dice_loss, dynamic_layer_shapes, dynamic_mask_dice_loss, dynamic_mask_heads
 from condseg.layers.dynamic_conv import IMPLS
 
-from ..fcos.detector import FCOSDetector, gt_instances_of, preprocess_images
+from ..fcos.detector import FCOSDetector, at_output_size, gt_instances_of, preprocess_images, without_fields
+from ..fcos.losses import flatten_level_major
+from ..fcos.postprocess import gather_at_detections
 from ..fcos.targets import mask_centroids
 from .mask_branch import MaskBranch, semantic_loss, semantic_targets
 
-__all__ = ["CondInst", "gt_bitmasks_padded", "select_training_instances", "postprocess_masks"]
+__all__ = ["CondInst", "build_controller", "gt_bitmasks_padded", "select_training_instances", "postprocess_masks"]
+
+
+def build_controller(in_channels: int, num_params: int) -> nn.Conv2d:
+    """The 3x3 conv on the FCOS box tower that predicts every location's mask-head
+    parameters (weights N(0, 0.01), bias 0, as published)."""
+    controller = nn.Conv2d(in_channels, num_params, kernel_size=3, padding=1)
+    nn.init.normal_(controller.weight, std=0.01)
+    nn.init.constant_(controller.bias, 0)
+    return controller
 
 
 def gt_bitmasks_padded(instances: Instances, padded_size: Tuple[int, int]) -> torch.Tensor:
@@ -73,48 +85,86 @@ def postprocess_masks(global_masks: torch.Tensor, padded_size, image_size, outpu
 @META_ARCH_REGISTRY.register()
 class CondInst(FCOSDetector):
     """:class:`FCOSDetector` (backbone, FCOS, input normalisation) plus the mask branch,
-    the controller and the dynamic mask heads."""
+    the controller and the dynamic mask heads.
 
-    def __init__(self, cfg):
-        c = cfg.MODEL.CONDINST
-        if c.MAX_PROPOSALS > 0 and c.TOPK_PROPOSALS_PER_IM > 0:
+    FCOS runs first (:meth:`FCOS.predict`); the controller maps its box towers to
+    per-location mask-head parameters ``params``, which are taken at the positives
+    (training) or the detections (inference) that FCOS reports.
+    """
+
+    internal_fields = FCOSDetector.internal_fields + ("params", "pred_global_masks")
+
+    @configurable
+    def __init__(self, *, backbone: Backbone, proposal_generator: nn.Module, pixel_mean, pixel_std,
+                 mask_branch: MaskBranch, controller: nn.Module, layer_shapes: List[Tuple[int, int]],
+                 rel_coords: bool = True, head_impl: str = "bmm", mask_out_stride: int = 4,
+                 max_proposals: int = -1, topk_per_image: int = -1, semantic_loss_on: bool = False):
+        """
+        Args:
+            proposal_generator: the :class:`FCOS` detector (its sizes of interest also
+                normalise the relative coordinates, its focal-loss settings the semantic loss).
+            mask_branch: the shared mask features (and the optional semantic head).
+            controller: box-tower map ``(N, D, H, W)`` -> parameters ``(N, P, H, W)``,
+                ``P = sum(o * i + o for o, i in layer_shapes)``.
+            layer_shapes: ``(out, in)`` channels of each dynamic mask-head layer.
+            head_impl: how the dynamic heads run: ``grouped_conv`` or ``bmm``.
+            mask_out_stride: stride of the predicted masks (divides the mask branch's).
+            max_proposals / topk_per_image: which positives supervise masks
+                (:func:`select_training_instances`).
+        """
+        super().__init__(backbone=backbone, proposal_generator=proposal_generator,
+                         pixel_mean=pixel_mean, pixel_std=pixel_std)
+        if max_proposals > 0 and topk_per_image > 0:
             raise ValueError("MODEL.CONDINST.MAX_PROPOSALS and MODEL.CONDINST.TOPK_PROPOSALS_PER_IM cannot both be on")
+        if mask_branch.out_stride % mask_out_stride:
+            raise ValueError(
+                f"MODEL.CONDINST.MASK_OUT_STRIDE ({mask_out_stride}) must divide the mask branch stride "
+                f"({mask_branch.out_stride})"
+            )
+        self.mask_branch = mask_branch
+        self.controller = controller
+        self.layer_shapes = list(layer_shapes)
+        self.rel_coords = rel_coords
+        self.head_impl = head_impl
+        self.mask_out_stride = mask_out_stride
+        self.max_proposals = max_proposals
+        self.topk_per_image = topk_per_image
+        self.semantic_loss_on = semantic_loss_on
+        soi = list(proposal_generator.sizes_of_interest)  # one normaliser per level: the last range doubled
+        self.register_buffer("sizes_of_interest", torch.tensor(soi + [soi[-1] * 2], dtype=torch.float32), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        c = cfg.MODEL.CONDINST
         impl = c.MASK_HEAD.IMPL
         if impl != "auto" and impl not in IMPLS:
             raise ValueError(f"MODEL.CONDINST.MASK_HEAD.IMPL must be 'auto' or one of {IMPLS}, got {impl!r}")
-        self.head_impl = "bmm" if impl == "auto" else impl  # bmm measured faster on the CPU (docs/BENCHMARKS.md)
-
-        super().__init__(cfg)
-        shapes = self.backbone.output_shape()
-        self.mask_branch = MaskBranch(
-            shapes, c.MASK_BRANCH.IN_FEATURES, c.MASK_BRANCH.CHANNELS, c.MASK_BRANCH.NUM_CONVS,
-            c.MASK_BRANCH.OUT_CHANNELS, c.MASK_BRANCH.NORM,
-            num_classes=cfg.MODEL.FCOS.NUM_CLASSES if c.MASK_BRANCH.SEMANTIC_LOSS_ON else None,
-            prior_prob=cfg.MODEL.FCOS.PRIOR_PROB,
-        )
-        self.semantic_loss_on = c.MASK_BRANCH.SEMANTIC_LOSS_ON
-        self.focal_alpha, self.focal_gamma = cfg.MODEL.FCOS.LOSS_ALPHA, cfg.MODEL.FCOS.LOSS_GAMMA
-        self.rel_coords = not c.MASK_HEAD.DISABLE_REL_COORDS
-        self.layer_shapes = dynamic_layer_shapes(
-            c.MASK_BRANCH.OUT_CHANNELS, c.MASK_HEAD.CHANNELS, c.MASK_HEAD.NUM_LAYERS, self.rel_coords
-        )
-        num_params = sum(o * i + o for o, i in self.layer_shapes)
-        tower_channels = shapes[cfg.MODEL.FCOS.IN_FEATURES[0]].channels
-        self.controller = nn.Conv2d(tower_channels, num_params, kernel_size=3, padding=1)
-        nn.init.normal_(self.controller.weight, std=0.01)
-        nn.init.constant_(self.controller.bias, 0)
-
-        soi = list(cfg.MODEL.FCOS.SIZES_OF_INTEREST)
-        self.register_buffer("sizes_of_interest", torch.tensor(soi + [soi[-1] * 2], dtype=torch.float32), False)
-        self.mask_out_stride = c.MASK_OUT_STRIDE
-        if self.mask_branch.out_stride % self.mask_out_stride:
-            raise ValueError(
-                f"MODEL.CONDINST.MASK_OUT_STRIDE ({self.mask_out_stride}) must divide the mask branch stride "
-                f"({self.mask_branch.out_stride})"
-            )
-        self.max_proposals = c.MAX_PROPOSALS
-        self.topk_per_image = c.TOPK_PROPOSALS_PER_IM
-        self.to(self.device)  # the parts added after FCOSDetector placed itself
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        rel_coords = not c.MASK_HEAD.DISABLE_REL_COORDS
+        layer_shapes = dynamic_layer_shapes(c.MASK_BRANCH.OUT_CHANNELS, c.MASK_HEAD.CHANNELS, c.MASK_HEAD.NUM_LAYERS,
+                                            rel_coords)
+        return {
+            "backbone": backbone,
+            "proposal_generator": build_proposal_generator(cfg, shapes),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "mask_branch": MaskBranch(
+                shapes, c.MASK_BRANCH.IN_FEATURES, c.MASK_BRANCH.CHANNELS, c.MASK_BRANCH.NUM_CONVS,
+                c.MASK_BRANCH.OUT_CHANNELS, c.MASK_BRANCH.NORM,
+                num_classes=cfg.MODEL.FCOS.NUM_CLASSES if c.MASK_BRANCH.SEMANTIC_LOSS_ON else None,
+                prior_prob=cfg.MODEL.FCOS.PRIOR_PROB,
+            ),
+            "controller": build_controller(shapes[cfg.MODEL.FCOS.IN_FEATURES[0]].channels,
+                                           sum(o * i + o for o, i in layer_shapes)),
+            "layer_shapes": layer_shapes,
+            "rel_coords": rel_coords,
+            "head_impl": "bmm" if impl == "auto" else impl,  # the faster one on the CPU (docs/BENCHMARKS.md)
+            "mask_out_stride": c.MASK_OUT_STRIDE,
+            "max_proposals": c.MAX_PROPOSALS,
+            "topk_per_image": c.TOPK_PROPOSALS_PER_IM,
+            "semantic_loss_on": c.MASK_BRANCH.SEMANTIC_LOSS_ON,
+        }
 
     def _mask_logits(self, mask_feats, params, im_inds, locations, fpn_levels) -> torch.Tensor:
         """``(N, 1, H, W)`` mask logits at ``MASK_OUT_STRIDE``."""
@@ -131,55 +181,63 @@ class CondInst(FCOSDetector):
         targets = targets.to(mask_feats.dtype)
         if self.head_impl == "bmm":
             return dynamic_mask_dice_loss(
-                mask_feats, chosen.top_feats, chosen.im_inds, chosen.locations,
+                mask_feats, chosen.params, chosen.im_inds, chosen.locations,
                 self.sizes_of_interest[chosen.fpn_levels], self.layer_shapes, targets, self.mask_branch.out_stride,
                 self.mask_branch.out_stride // self.mask_out_stride, self.rel_coords,
             )
-        logits = self._mask_logits(mask_feats, chosen.top_feats, chosen.im_inds, chosen.locations, chosen.fpn_levels)
+        logits = self._mask_logits(mask_feats, chosen.params, chosen.im_inds, chosen.locations, chosen.fpn_levels)
         return dice_loss(logits.sigmoid(), targets)
 
     def forward(self, batched_inputs: List[Dict]):
         images = preprocess_images(batched_inputs, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility)
         features = self.backbone(images.tensor)
         mask_feats = self.mask_branch(features)
-
+        fcos = self.proposal_generator
+        outputs = fcos.predict(features)
+        params = [self.controller(t) for t in outputs["towers"]]  # per level (N, P, H_l, W_l)
         if self.training:
-            padded = tuple(images.tensor.shape[-2:])
-            gt = gt_instances_of(batched_inputs, self.device)
-            if any(len(x) and not x.has("gt_masks") for x in gt):
-                raise ValueError("CondInst needs gt_masks: set MODEL.MASK_ON True and use a dataset with masks")
-            full = [gt_bitmasks_padded(x, padded) for x in gt]
-            centers = [mask_centroids(m, x.gt_boxes.tensor) for m, x in zip(full, gt)]
-            positives, losses = self.proposal_generator(images, features, gt, self.controller, centers)
-            start = self.mask_out_stride // 2
-            targets = torch.cat([m[:, start :: self.mask_out_stride, start :: self.mask_out_stride] for m in full])
-            chosen = select_training_instances(positives, self.max_proposals, self.topk_per_image)
-            if len(chosen) == 0:  # zero, connected to the graph
-                losses["loss_mask"] = mask_feats.sum() * 0 + positives.top_feats.sum() * 0
-            else:
-                losses["loss_mask"] = self._mask_loss(mask_feats, chosen, targets[chosen.gt_inds][:, None]).mean()
-            if self.semantic_loss_on:
-                sem_targets = torch.stack(
-                    [semantic_targets(m, x.gt_classes, self.mask_branch.out_stride) for m, x in zip(full, gt)]
-                )
-                losses["loss_sem"] = semantic_loss(
-                    self.mask_branch.semantic_logits(features), sem_targets, self.focal_alpha, self.focal_gamma
-                )
-            return losses
+            return self._losses(batched_inputs, images, features, mask_feats, outputs, params)
 
-        dets, _ = self.proposal_generator(images, features, None, self.controller)
+        dets = fcos.detect(outputs, images.image_sizes)
+        for i, d in enumerate(dets):
+            d.params = gather_at_detections(params, i, d.fpn_levels, d.loc_inds)
         im_inds = torch.cat([torch.full((len(d),), i, device=self.device, dtype=torch.int64) for i, d in enumerate(dets)])
         # the images of a batch may differ in size, so concatenate fields, not Instances
-        params, locations, levels = (torch.cat([d.get(k) for d in dets]) for k in ("top_feats", "locations", "fpn_levels"))
-        global_masks = self._mask_logits(mask_feats, params, im_inds, locations, levels).sigmoid()
+        cat = lambda name: torch.cat([d.get(name) for d in dets])  # noqa: E731
+        global_masks = self._mask_logits(mask_feats, cat("params"), im_inds, cat("locations"), cat("fpn_levels"))
+        global_masks = global_masks.sigmoid()
         for i, d in enumerate(dets):
             d.pred_global_masks = global_masks[im_inds == i]
-        return self.postprocess(dets, batched_inputs, images)
+        padded = tuple(images.tensor.shape[-2:])
+        results = []
+        for r, image_size in zip(at_output_size(dets, batched_inputs, images.image_sizes), images.image_sizes):
+            r.pred_masks = postprocess_masks(r.pred_global_masks, padded, image_size, r.image_size)
+            results.append({"instances": without_fields(r, self.internal_fields)})
+        return results
 
-    internal_fields = FCOSDetector.internal_fields + ("pred_global_masks",)
-
-    def finish_instances(self, instances, image_size, padded_size) -> None:
-        """``pred_masks``: the kept detections' masks, pasted at the output size."""
-        instances.pred_masks = postprocess_masks(
-            instances.pred_global_masks, padded_size, image_size, instances.image_size
-        )
+    def _losses(self, batched_inputs, images, features, mask_feats, outputs, params) -> Dict[str, torch.Tensor]:
+        """FCOS's losses, the dice mask loss of the chosen positives and the optional semantic loss."""
+        fcos = self.proposal_generator
+        padded = tuple(images.tensor.shape[-2:])
+        gt = gt_instances_of(batched_inputs, self.device)
+        if any(len(x) and not x.has("gt_masks") for x in gt):
+            raise ValueError("CondInst needs gt_masks: set MODEL.MASK_ON True and use a dataset with masks")
+        full = [gt_bitmasks_padded(x, padded) for x in gt]
+        centers = [mask_centroids(m, x.gt_boxes.tensor) for m, x in zip(full, gt)]
+        positives, losses = fcos.losses(outputs, gt, centers)
+        positives.params = flatten_level_major(params)[positives.flat_inds]
+        start = self.mask_out_stride // 2
+        targets = torch.cat([m[:, start :: self.mask_out_stride, start :: self.mask_out_stride] for m in full])
+        chosen = select_training_instances(positives, self.max_proposals, self.topk_per_image)
+        if len(chosen) == 0:  # zero, connected to the graph
+            losses["loss_mask"] = mask_feats.sum() * 0 + positives.params.sum() * 0
+        else:
+            losses["loss_mask"] = self._mask_loss(mask_feats, chosen, targets[chosen.gt_inds][:, None]).mean()
+        if self.semantic_loss_on:
+            sem_targets = torch.stack(
+                [semantic_targets(m, x.gt_classes, self.mask_branch.out_stride) for m, x in zip(full, gt)]
+            )
+            losses["loss_sem"] = semantic_loss(
+                self.mask_branch.semantic_logits(features), sem_targets, fcos.focal_alpha, fcos.focal_gamma
+            )
+        return losses

@@ -1,8 +1,10 @@
 """FCOS (Tian et al. 2019) as a detectron2 proposal generator.
 
-Used alone by :class:`~condseg.modeling.fcos.detector.FCOSDetector` and as the detector
-under CondInst, which passes a ``top_module`` (the controller) whose per-location output
-travels with each positive (training) or detection (inference).
+``forward`` is the detector on its own (:class:`~condseg.modeling.fcos.detector.FCOSDetector`).
+A meta-architecture that predicts more per location (CondInst's controller) runs the three
+steps itself: :meth:`FCOS.predict` (head outputs, incl. the box towers), then
+:meth:`FCOS.losses` or :meth:`FCOS.detect`, whose results say which location each positive
+or detection comes from, so the caller gathers its own per-location outputs there.
 """
 from typing import Dict, List, Optional
 
@@ -40,11 +42,8 @@ class FCOS(nn.Module):
         focal_gamma: float = 2.0,
         loc_loss_type: str = "giou",
         loss_weight_cls: float = 1.0,
-        score_thresh_train: float = 0.05,
         score_thresh_test: float = 0.05,
-        pre_nms_topk_train: int = 1000,
         pre_nms_topk_test: int = 1000,
-        post_nms_topk_train: int = 100,
         post_nms_topk_test: int = 100,
         nms_thresh: float = 0.6,
         thresh_with_ctr: bool = False,
@@ -54,6 +53,7 @@ class FCOS(nn.Module):
         self.in_features = list(in_features)
         self.strides = list(strides)
         self.num_classes = num_classes
+        self.sizes_of_interest = list(sizes_of_interest)
         self.size_ranges = fcos_size_ranges(sizes_of_interest, len(self.in_features))
         self.center_sample = center_sample
         self.pos_radius = pos_radius
@@ -61,9 +61,9 @@ class FCOS(nn.Module):
         self.focal_gamma = focal_gamma
         self.loc_loss_type = loc_loss_type
         self.loss_weight_cls = loss_weight_cls
-        self.score_thresh = {True: score_thresh_train, False: score_thresh_test}
-        self.pre_nms_topk = {True: pre_nms_topk_train, False: pre_nms_topk_test}
-        self.post_nms_topk = {True: post_nms_topk_train, False: post_nms_topk_test}
+        self.score_thresh = score_thresh_test
+        self.pre_nms_topk = pre_nms_topk_test
+        self.post_nms_topk = post_nms_topk_test
         self.nms_thresh = nms_thresh
         self.thresh_with_ctr = thresh_with_ctr
 
@@ -111,11 +111,8 @@ class FCOS(nn.Module):
             "focal_gamma": f.LOSS_GAMMA,
             "loc_loss_type": f.LOC_LOSS_TYPE,
             "loss_weight_cls": f.LOSS_WEIGHT_CLS,
-            "score_thresh_train": f.INFERENCE_TH_TRAIN,
             "score_thresh_test": f.INFERENCE_TH_TEST,
-            "pre_nms_topk_train": f.PRE_NMS_TOPK_TRAIN,
             "pre_nms_topk_test": f.PRE_NMS_TOPK_TEST,
-            "post_nms_topk_train": f.POST_NMS_TOPK_TRAIN,
             "post_nms_topk_test": f.POST_NMS_TOPK_TEST,
             "nms_thresh": f.NMS_TH,
             "thresh_with_ctr": f.THRESH_WITH_CTR,
@@ -132,42 +129,46 @@ class FCOS(nn.Module):
         images: ImageList,
         features: Dict[str, torch.Tensor],
         gt_instances: Optional[List[Instances]] = None,
-        top_module: Optional[nn.Module] = None,
         gt_centers: Optional[List[torch.Tensor]] = None,
     ):
         """
         Args:
             images: the padded batch; features: backbone outputs by name.
             gt_instances: training targets (``gt_boxes``, ``gt_classes``) per image.
-            top_module: optional module mapping a box-tower map ``(N, C, H, W)`` to per-location
-                vectors ``(N, K, H, W)`` (CondInst's controller).
             gt_centers: optional per-image ``(G, 2)`` centres for centre sampling.
         Returns:
-            ``(results, losses)``. Training: ``results`` is one flat :class:`Instances` of the
-            positive locations of the whole batch (fields ``locations``, ``fpn_levels``,
-            ``im_inds``, ``gt_inds``, ``logits_pred``, ``ctrness_pred`` and ``top_feats`` if a
-            top module is given); ``losses`` the FCOS loss dict. Inference: per image an
-            :class:`Instances` of detections (``pred_boxes``, ``scores``, ``pred_classes``,
-            ``locations``, ``fpn_levels``, ``top_feats``) in padded-input pixels, and ``{}``.
+            ``(results, losses)``: in training :meth:`losses`, at inference :meth:`detect`
+            and ``{}``.
         """
+        outputs = self.predict(features)
+        if self.training:
+            assert gt_instances is not None, "FCOS needs gt_instances in training"
+            return self.losses(outputs, gt_instances, gt_centers)
+        return self.detect(outputs, images.image_sizes), {}
+
+    def predict(self, features: Dict[str, torch.Tensor]) -> Dict[str, List[torch.Tensor]]:
+        """The head's per-level outputs: ``locations`` ``(H_l * W_l, 2)``, ``logits``
+        ``(N, C, H_l, W_l)``, ``reg`` ``(N, 4, H_l, W_l)`` (distances in strides),
+        ``ctrness`` ``(N, 1, H_l, W_l)`` and ``towers``, the box towers ``(N, D, H_l, W_l)``."""
         feats = [features[name] for name in self.in_features]
-        locations = self.locations(feats)
-        logits, reg, ctrness, bbox_towers = self.head(feats)
-        top_feats = [top_module(t) for t in bbox_towers] if top_module is not None else None
+        logits, reg, ctrness, towers = self.head(feats)
+        return {"locations": self.locations(feats), "logits": logits, "reg": reg, "ctrness": ctrness, "towers": towers}
 
-        if not self.training:
-            return self._inference(images, locations, logits, reg, ctrness, top_feats), {}
-
-        assert gt_instances is not None, "FCOS needs gt_instances in training"
+    def losses(self, outputs: Dict[str, List[torch.Tensor]], gt_instances: List[Instances],
+               gt_centers: Optional[List[torch.Tensor]] = None):
+        """``(positives, losses)``: the FCOS loss dict, and one flat :class:`Instances` of the
+        positive locations of the whole batch (``locations``, ``fpn_levels``, ``im_inds``,
+        ``gt_inds``, ``logits_pred``, ``ctrness_pred``, and ``flat_inds``: their rows in
+        :func:`~condseg.modeling.fcos.losses.flatten_level_major` of any per-level map)."""
         targets = fcos_targets(
-            locations, self.strides, self.size_ranges,
+            outputs["locations"], self.strides, self.size_ranges,
             [x.gt_boxes.tensor for x in gt_instances], [x.gt_classes for x in gt_instances],
             self.num_classes, self.center_sample, self.pos_radius, gt_centers,
         )
-        logits_flat = flatten_level_major(logits)
-        ctrness_flat = flatten_level_major(ctrness).squeeze(1)
+        logits_flat = flatten_level_major(outputs["logits"])
+        ctrness_flat = flatten_level_major(outputs["ctrness"]).squeeze(1)
         out = fcos_losses(
-            logits_flat, flatten_level_major(reg), ctrness_flat,
+            logits_flat, flatten_level_major(outputs["reg"]), ctrness_flat,
             targets["labels"], targets["reg_targets"], self.num_classes,
             self.focal_alpha, self.focal_gamma, self.loc_loss_type, self.loss_weight_cls,
         )
@@ -179,25 +180,26 @@ class FCOS(nn.Module):
         positives.gt_inds = targets["target_inds"][pos]
         positives.logits_pred = logits_flat[pos]
         positives.ctrness_pred = ctrness_flat[pos]
-        if top_feats is not None:
-            positives.top_feats = flatten_level_major(top_feats)[pos]
+        positives.flat_inds = pos
         return positives, out
 
-    def _inference(self, images, locations, logits, reg, ctrness, top_feats):
+    def detect(self, outputs: Dict[str, List[torch.Tensor]], image_sizes) -> List[Instances]:
+        """Per image an :class:`Instances` of detections (``pred_boxes`` in padded-input
+        pixels, ``scores``, ``pred_classes``, and where each comes from: ``locations``,
+        ``fpn_levels``, ``loc_inds`` (cell in its level; see
+        :func:`~condseg.modeling.fcos.postprocess.gather_at_detections`))."""
         dets = fcos_inference(
-            locations, logits, reg, ctrness, self.strides,
-            self.score_thresh[False], self.pre_nms_topk[False], self.nms_thresh, self.post_nms_topk[False],
-            self.thresh_with_ctr, top_feats,
+            outputs["locations"], outputs["logits"], outputs["reg"], outputs["ctrness"], self.strides,
+            self.score_thresh, self.pre_nms_topk, self.nms_thresh, self.post_nms_topk, self.thresh_with_ctr,
         )
         results = []
-        for d, image_size in zip(dets, images.image_sizes):
+        for d, image_size in zip(dets, image_sizes):
             inst = Instances(image_size)
             inst.pred_boxes = Boxes(d["boxes"])
             inst.scores = d["scores"]
             inst.pred_classes = d["classes"]
             inst.locations = d["locations"]
             inst.fpn_levels = d["fpn_levels"]
-            if "extra" in d:
-                inst.top_feats = d["extra"]
+            inst.loc_inds = d["loc_inds"]
             results.append(inst)
         return results

@@ -5,12 +5,12 @@ with score above a threshold (at most ``pre_nms_topk`` of them); boxes are decod
 the stride-normalised distances; levels are concatenated, class-aware NMS is applied and
 at most ``post_nms_topk`` detections are kept (ties at the cut are kept).
 """
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 from torchvision.ops import batched_nms
 
-__all__ = ["decode_level", "nms_and_topk", "fcos_inference"]
+__all__ = ["decode_level", "nms_and_topk", "fcos_inference", "gather_at_detections"]
 
 
 def decode_level(
@@ -22,7 +22,6 @@ def decode_level(
     score_thresh: float,
     pre_nms_topk: int,
     thresh_with_ctr: bool,
-    extra: Optional[torch.Tensor] = None,
 ) -> List[Dict[str, torch.Tensor]]:
     """Candidates of one FPN level, for each image.
 
@@ -30,19 +29,15 @@ def decode_level(
         locations: ``(H*W, 2)`` points of the level.
         logits: ``(N, C, H, W)`` class logits; reg_pred: ``(N, 4, H, W)`` distances in
             strides; ctrness_pred: ``(N, 1, H, W)`` logits.
-        extra: optional ``(N, K, H, W)`` per-location vectors carried along (CondInst's
-            controller output).
     Returns:
         per image a dict: ``boxes (D, 4)`` XYXY px, ``scores (D,)`` =
         sqrt(sigmoid(cls) * sigmoid(ctr)), ``classes (D,)``, ``locations (D, 2)``,
-        ``loc_inds (D,)`` (flat cell index in the level) and ``extra (D, K)`` if given.
+        ``loc_inds (D,)`` (flat cell index in the level).
     """
     n, c, h, w = logits.shape
     cls_prob = logits.permute(0, 2, 3, 1).reshape(n, h * w, c).sigmoid()
     reg = reg_pred.permute(0, 2, 3, 1).reshape(n, h * w, 4) * stride
     ctr = ctrness_pred.permute(0, 2, 3, 1).reshape(n, h * w).sigmoid()
-    if extra is not None:
-        extra = extra.permute(0, 2, 3, 1).reshape(n, h * w, -1)
 
     if thresh_with_ctr:
         cls_prob = cls_prob * ctr[:, :, None]
@@ -62,8 +57,6 @@ def decode_level(
         d = reg[i][loc_inds]
         boxes = torch.stack((pts[:, 0] - d[:, 0], pts[:, 1] - d[:, 1], pts[:, 0] + d[:, 2], pts[:, 1] + d[:, 3]), dim=1)
         out = {"boxes": boxes, "scores": torch.sqrt(probs), "classes": classes, "locations": pts, "loc_inds": loc_inds}
-        if extra is not None:
-            out["extra"] = extra[i][loc_inds]
         results.append(out)
     return results
 
@@ -92,7 +85,6 @@ def fcos_inference(
     nms_thresh: float,
     post_nms_topk: int,
     thresh_with_ctr: bool,
-    extras: Optional[List[torch.Tensor]] = None,
 ) -> List[Dict[str, torch.Tensor]]:
     """Detections of every image from per-level predictions (lists indexed by level).
 
@@ -104,7 +96,7 @@ def fcos_inference(
     for lvl in range(len(logits)):
         dets = decode_level(
             locations[lvl], logits[lvl], reg_pred[lvl], ctrness_pred[lvl], strides[lvl],
-            score_thresh, pre_nms_topk, thresh_with_ctr, None if extras is None else extras[lvl],
+            score_thresh, pre_nms_topk, thresh_with_ctr,
         )
         for d in dets:
             d["fpn_levels"] = torch.full_like(d["classes"], lvl)
@@ -114,3 +106,13 @@ def fcos_inference(
         merged = {k: torch.cat([per_level[lvl][i][k] for lvl in range(len(logits))]) for k in per_level[0][i]}
         results.append(nms_and_topk(merged, nms_thresh, post_nms_topk))
     return results
+
+
+def gather_at_detections(per_level: List[torch.Tensor], image: int, fpn_levels: torch.Tensor,
+                         loc_inds: torch.Tensor) -> torch.Tensor:
+    """``(D, K)``: the vectors of per-level maps ``[(N, K, H_l, W_l)]`` at the cells of one
+    image's detections (``fpn_levels``, ``loc_inds`` of :func:`fcos_inference`), e.g. the
+    mask-head parameters CondInst's controller predicts at every location."""
+    maps = torch.cat([m[image].flatten(1) for m in per_level], dim=1)  # (K, sum_l H_l * W_l)
+    sizes = torch.tensor([0] + [m.shape[-2] * m.shape[-1] for m in per_level[:-1]], device=loc_inds.device)
+    return maps[:, sizes.cumsum(0)[fpn_levels] + loc_inds].t()

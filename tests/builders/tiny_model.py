@@ -12,7 +12,7 @@ import os
 import torch
 from detectron2.modeling import build_model
 
-from condseg.engine.setup import setup_cfg
+from condseg.config_setup import setup_cfg
 
 QUICKSTART = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "quickstart", "condinst_R18_shapes.yaml")
 RADIUS = 0.4

@@ -123,7 +123,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_quirky_coco_json_trains_and_evaluates_from_the_command_line(tmp_path):
-    from quirky_coco import make_quirky_coco
+    from builders.quirky_coco import make_quirky_coco
 
     json_file, image_root = make_quirky_coco(str(tmp_path / "quirky"))
     with open(json_file) as f:
