@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -151,3 +152,13 @@ def assert_same_weights(a, b) -> None:
 
 
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT, "SIGUSR1": signal.SIGUSR1}
+
+
+def ddp_ranks(launcher_pid: int) -> list:
+    """The two rank processes detectron2's launcher spawned (multiprocessing's spawned children)."""
+    for _ in range(100):
+        ranks = [p for p in children(launcher_pid) if "multiprocessing.spawn" in cmdline(p)]
+        if len(ranks) >= 2:
+            return ranks
+        time.sleep(0.1)
+    raise AssertionError(f"the launcher did not start 2 ranks: {[cmdline(p)[:80] for p in children(launcher_pid)]}")

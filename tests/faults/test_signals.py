@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from faultrun import SIGNALS, TRAIN_NET, alive, assert_same_weights, children, cmdline, free_port
+from faultrun import SIGNALS, TRAIN_NET, alive, assert_same_weights, ddp_ranks, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -55,22 +55,12 @@ def test_sigterm_stops_every_ddp_rank_and_resumes_to_the_uninterrupted_weights(r
     assert_same_weights(out / "model_final.pth", ddp_baseline / "model_final.pth")
 
 
-def _ranks(launcher_pid):
-    """The two rank processes detectron2's launcher spawned (multiprocessing's spawned children)."""
-    for _ in range(100):
-        ranks = [p for p in children(launcher_pid) if "multiprocessing.spawn" in cmdline(p)]
-        if len(ranks) >= 2:
-            return ranks
-        time.sleep(0.1)
-    raise AssertionError(f"the launcher did not start 2 ranks: {[cmdline(p)[:80] for p in children(launcher_pid)]}")
-
-
 def test_killing_the_launcher_ends_every_rank_after_it_saves(runs, tmp_path):
     out = tmp_path / "out"
     training = runs.start(out, "DATALOADER.NUM_WORKERS", "0",
                           args=("--num-gpus", "2", "--dist-url", f"tcp://127.0.0.1:{free_port()}"))
     training.wait_for_iteration(6)
-    ranks = _ranks(training.proc.pid)
+    ranks = ddp_ranks(training.proc.pid)
     os.kill(training.proc.pid, signal.SIGKILL)  # the launcher only
     training.finish()
     t0 = time.monotonic()
@@ -86,7 +76,7 @@ def test_a_dead_rank_ends_the_job_within_seconds_with_a_clear_message(runs, tmp_
     training = runs.start(out, "DATALOADER.NUM_WORKERS", "0",
                           args=("--num-gpus", "2", "--dist-url", f"tcp://127.0.0.1:{free_port()}"))
     training.wait_for_iteration(4)
-    ranks = _ranks(training.proc.pid)
+    ranks = ddp_ranks(training.proc.pid)
     os.kill(ranks[1], signal.SIGKILL)
     t0 = time.monotonic()
     code = training.finish(timeout=120)

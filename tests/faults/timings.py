@@ -12,16 +12,7 @@ import statistics
 import tempfile
 import time
 
-from faultrun import Runs, alive, children, cmdline, free_port  # beside this script, which Python puts on the path
-
-
-def _ranks(pid):
-    for _ in range(100):
-        ranks = [p for p in children(pid) if "multiprocessing.spawn" in cmdline(p)]
-        if len(ranks) >= 2:
-            return ranks
-        time.sleep(0.1)
-    raise RuntimeError("the launcher did not start 2 ranks")
+from faultrun import Runs, alive, ddp_ranks, free_port  # beside this script, which Python puts on the path
 
 
 def _trial(runs, folder):
@@ -32,7 +23,7 @@ def _trial(runs, folder):
     times = {}
     training = ddp("dead_rank")
     training.wait_for_iteration(4)
-    ranks = _ranks(training.proc.pid)
+    ranks = ddp_ranks(training.proc.pid)
     t0 = time.monotonic()
     os.kill(ranks[1], signal.SIGKILL)
     training.finish()
@@ -40,7 +31,7 @@ def _trial(runs, folder):
 
     training = ddp("launcher_killed")
     training.wait_for_iteration(6)
-    ranks = _ranks(training.proc.pid)
+    ranks = ddp_ranks(training.proc.pid)
     t0 = time.monotonic()
     os.kill(training.proc.pid, signal.SIGKILL)
     training.finish()
