@@ -4,6 +4,7 @@
 #   make quickstart  train + evaluate CondInst on the built-in shapes dataset on this machine,
 #                    then run the video demo with the model it trained
 #   make demo        only that last step (on an existing quickstart model)
+#   make gpu-check   on a machine with a CUDA GPU: CUDA tests, AMP training, DDP, demo, benchmarks
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +13,7 @@ QUICKSTART_CONFIG ?= configs/quickstart/condinst_R18_shapes.yaml
 QUICKSTART_OUTPUT ?= output/quickstart
 DEMO_VIDEO        ?= $(QUICKSTART_OUTPUT)/shapes_video.mp4
 
-.PHONY: setup test test-fast quickstart demo clean
+.PHONY: setup test test-fast quickstart demo gpu-check clean
 
 setup: $(STAMP)
 
@@ -36,6 +37,11 @@ demo: setup
 		--output $(QUICKSTART_OUTPUT)/demo.mp4 --json $(QUICKSTART_OUTPUT)/demo.json --confidence-threshold 0.4 \
 		--opts MODEL.WEIGHTS $(QUICKSTART_OUTPUT)/model_final.pth
 	@echo "The rendered video is $(QUICKSTART_OUTPUT)/demo.mp4 (per-frame predictions: $(QUICKSTART_OUTPUT)/demo.json)"
+
+# no `setup` prerequisite: a GPU machine may have no package registry; it uses $(GPU_PY)
+GPU_PY ?= $(shell [ -x $(PY) ] && echo $(PY) || echo python3)
+gpu-check:
+	$(GPU_PY) tools/gpu_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -77,6 +77,16 @@ def gt_inputs():
     return _gt_inputs
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped, saying why, on a machine without CUDA."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def load_fixture(group: str, name: str) -> dict:
     path = os.path.join(FIXTURES, group, name)
     if not os.path.exists(path):

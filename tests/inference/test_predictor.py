@@ -124,7 +124,7 @@ def test_fp16_is_ignored_on_the_cpu(tiny_model, images):
     assert p.fp16 is False and p(images[0]).scores.dtype == torch.float32
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: fp16 autocast runs on CUDA only")
+@pytest.mark.cuda
 def test_fp16_on_cuda_agrees_with_fp32(tiny_model, images):
     full = Predictor(*tiny_model, device="cuda", confidence_threshold=0.0)(images[0])
     half = Predictor(*tiny_model, device="cuda", confidence_threshold=0.0, fp16=True)(images[0])

@@ -373,3 +373,16 @@ def test_float32_offset_gradient_at_zero_offsets_is_torchvisions():
     got = _impl_outputs_and_grads(conv, "grid_sample", x, torch.zeros_like(offset), mask, grad_y)
     for what, g, w_ in zip(["output", "grad x", "grad offset", "grad mask", "grad weight", "grad bias"], got, want):
         assert (g - w_).abs().max() <= 1e-4 * w_.abs().max(), what
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("impl", IMPLS)
+def test_every_formulation_on_cuda_equals_torchvision_on_the_cpu(impl):
+    torch.manual_seed(0)
+    conv = DeformConv2d(8, 8, 3, padding=1, impl="torchvision")
+    x, offset, mask = torch.randn(2, 8, 9, 11), 2.5 * torch.randn(2, 18, 9, 11), torch.rand(2, 9, 9, 11)
+    expected = conv(x, offset, mask)
+    conv.impl = impl
+    conv = conv.cuda()
+    out = conv(x.cuda(), offset.cuda(), mask.cuda())
+    torch.testing.assert_close(out.cpu(), expected, atol=1e-4, rtol=1e-4)

@@ -350,3 +350,21 @@ def test_kernel_attention_gradients_as_accurate_as_batch_groups(impl):
         for key, name in (("published", "batch_groups"), (impl, impl)):
             errors[key] += sum(rel_error(t, ref[n]) for n, t in grads(name, torch.float32).items())
     assert errors[impl] <= 2 * errors["published"], errors
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("impl", GENERAL_IMPLS)
+def test_every_formulation_on_cuda_equals_the_cpu(impl):
+    torch.manual_seed(0)
+    m = ODConv2d(16, 16, 3, padding=1, kernel_num=4, impl=impl).train()
+    x = torch.randn(2, 16, 9, 11)
+    out_cpu = m(x)
+    out_cpu.square().sum().backward()
+    grads_cpu = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    mc = m.cuda()
+    out_cuda = mc(x.cuda())
+    out_cuda.square().sum().backward()
+    torch.testing.assert_close(out_cuda.cpu(), out_cpu, atol=1e-4, rtol=1e-4)
+    for g, p in zip(grads_cpu, mc.parameters()):
+        torch.testing.assert_close(p.grad.cpu(), g, atol=1e-3, rtol=1e-3)

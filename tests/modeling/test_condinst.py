@@ -172,3 +172,38 @@ def test_finer_pyramid_variant_trains_and_predicts_full_size_masks(quickstart_cf
     with torch.no_grad():
         inst = model(gt_inputs(1))[0]["instances"]
     assert inst.pred_masks.shape == (len(inst), 192, 320)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_masks_pasted_in_chunks_equal_the_masks_pasted_at_once(n):
+    """postprocess_masks keeps one chunk of float masks at a time: any chunk size gives
+    the same masks as one chunk of every instance."""
+    torch.manual_seed(0)
+    global_masks = torch.rand(n, 1, 25, 42)
+    args = ((100, 168), (97, 161), (130, 211))  # padded, resized image, output (H, W)
+    at_once = postprocess_masks(global_masks, *args, chunk_bytes=1 << 40)
+    assert at_once.shape == (n, 130, 211) and at_once.dtype == torch.bool
+    for chunk_bytes in (1, 4 * (100 * 168 + 130 * 211) * 3):  # one instance, three instances per chunk
+        assert torch.equal(postprocess_masks(global_masks, *args, chunk_bytes=chunk_bytes), at_once)
+    if n:
+        assert 0 < at_once.float().mean() < 1
+
+
+@pytest.mark.cuda
+def test_trains_and_predicts_on_cuda_as_on_the_cpu(condinst_cfg, gt_inputs):
+    torch.manual_seed(0)
+    cpu = build_model(condinst_cfg("MODEL.FCOS.INFERENCE_TH_TEST", "0.0", "MODEL.DEVICE", "cpu"))
+    cuda = build_model(condinst_cfg("MODEL.FCOS.INFERENCE_TH_TEST", "0.0", "MODEL.DEVICE", "cuda"))
+    cuda.load_state_dict(cpu.state_dict())
+    inputs = gt_inputs(2)
+    cpu.train(), cuda.train()
+    losses_cpu, losses_cuda = cpu(inputs), cuda(inputs)
+    for k in losses_cpu:
+        torch.testing.assert_close(losses_cuda[k].cpu(), losses_cpu[k], atol=1e-3, rtol=1e-3)
+    sum(losses_cuda.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in cuda.parameters() if p.grad is not None)
+    cpu.eval(), cuda.eval()
+    image = gt_inputs(1)
+    with torch.no_grad():
+        a, b = cpu(image)[0]["instances"], cuda(image)[0]["instances"].to("cpu")
+    assert len(a) == len(b) and b.pred_masks.shape == a.pred_masks.shape

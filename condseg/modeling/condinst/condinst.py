@@ -69,17 +69,29 @@ def select_training_instances(positives: Instances, max_proposals: int, topk_per
     return positives
 
 
-def postprocess_masks(global_masks: torch.Tensor, padded_size, image_size, output_size, threshold: float = 0.5):
+def postprocess_masks(global_masks: torch.Tensor, padded_size, image_size, output_size, threshold: float = 0.5,
+                      chunk_bytes: int = 32 << 20):
     """``(N, 1, h, w)`` mask probabilities at the mask output stride -> ``(N, H_out, W_out)``
     bool: aligned upsampling to the padded input, crop to the resized image, bilinear
-    resize to the requested output size, threshold."""
+    resize to the requested output size, threshold.
+
+    The float intermediates exist for a chunk of instances at a time (at most about
+    ``chunk_bytes`` of them), so the peak memory is the bool output plus one chunk, not
+    two float copies of every instance at full size; each instance's mask is the same
+    whatever the chunk."""
     n = global_masks.shape[0]
+    out = torch.zeros((n, *output_size), dtype=torch.bool, device=global_masks.device)
     if n == 0:
-        return torch.zeros((0, *output_size), dtype=torch.bool, device=global_masks.device)
+        return out
     factor = padded_size[0] // global_masks.shape[2]
-    masks = aligned_bilinear(global_masks, factor)[:, :, : image_size[0], : image_size[1]]
-    masks = F.interpolate(masks, size=tuple(output_size), mode="bilinear", align_corners=False)
-    return masks[:, 0] > threshold
+    # float32 bytes of one instance: the upsampled mask and its padded copy, and the resized one
+    per_instance = 4 * (2 * padded_size[0] * padded_size[1] + output_size[0] * output_size[1])
+    chunk = max(1, chunk_bytes // per_instance)
+    for start in range(0, n, chunk):
+        masks = aligned_bilinear(global_masks[start : start + chunk], factor)[:, :, : image_size[0], : image_size[1]]
+        masks = F.interpolate(masks, size=tuple(output_size), mode="bilinear", align_corners=False)
+        out[start : start + chunk] = masks[:, 0] > threshold
+    return out
 
 
 @META_ARCH_REGISTRY.register()
