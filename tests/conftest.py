@@ -1,4 +1,5 @@
 """Shared test builders: tiny configs, model inputs with ground truth, the reference fixtures."""
+import importlib.util
 import os
 
 import condseg  # noqa: F401  (first: registers condseg's components and keeps detectron2's import quiet)
@@ -111,3 +112,17 @@ def tiny_model(tmp_path_factory):
     from builders.tiny_model import make_tiny_model
 
     return make_tiny_model(str(tmp_path_factory.mktemp("tiny_model")))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_model, tmp_path_factory):
+    """The tiny model of :func:`tiny_model` exported by tools/export_model.py: its path."""
+    from condseg.export import ExportableModel  # noqa: F401  (fails here, not in the tool, if export is broken)
+
+    spec = importlib.util.spec_from_file_location("export_model", os.path.join(ROOT, "tools", "export_model.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    config, weights = tiny_model
+    path = str(tmp_path_factory.mktemp("tiny_onnx") / "tiny.onnx")
+    assert tool.main(["--config-file", config, "--output", path, "MODEL.WEIGHTS", weights]) == 0
+    return path

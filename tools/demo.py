@@ -34,7 +34,8 @@ class DemoError(Exception):
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-file", required=True, metavar="FILE", help="model config (yaml)")
+    p.add_argument("--config-file", required=True, metavar="FILE",
+                   help="model config (yaml), or a model exported by tools/export_model.py (.onnx, run in ONNX Runtime)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     src.add_argument("--video-input", metavar="FILE", help="a video file")
@@ -180,12 +181,26 @@ def main(argv=None) -> int:
         print(f"demo: error: --config-file {args.config_file}: no such file", file=sys.stderr)
         return 2
 
+    onnx = args.config_file.endswith(".onnx")
+    if onnx and args.opts:
+        print("demo: error: --opts: an exported model (.onnx) holds its config; export again to change it",
+              file=sys.stderr)
+        return 2
+
     def predictor_factory():
         try:
+            if onnx:
+                if args.fp16:
+                    logging.getLogger("condseg").warning("--fp16: an exported model runs in float32 on the CPU")
+                return Predictor.from_onnx(args.config_file, confidence_threshold=args.confidence_threshold)
             return Predictor(args.config_file, opts=args.opts, confidence_threshold=args.confidence_threshold,
                              fp16=args.fp16)
         except (FileNotFoundError, WeightsMismatchError) as e:
             raise DemoError(str(e))
+        except ValueError as e:  # condseg.export.NotAnExportError: the .onnx file is not an export
+            if onnx:
+                raise DemoError(str(e))
+            raise
         except KeyError as e:  # yacs: a key in --opts that the config does not have
             raise DemoError(f"--opts: {e.args[0] if e.args else e}")
 

@@ -126,6 +126,39 @@ class Predictor:
         if confidence_threshold is not None:  # the model's own keys, so that it keeps what can reach it
             cfg.merge_from_list(score_threshold_overrides(cfg, confidence_threshold))
         cfg.freeze()
+        model = build_model(cfg)
+        if cfg.MODEL.WEIGHTS:
+            load_weights_strict(model, cfg.MODEL.WEIGHTS, self.config_name)
+        else:
+            logger.warning("MODEL.WEIGHTS is empty: the model has random weights")
+        self._set_up(cfg, model, confidence_threshold, input_format, fp16)
+
+    @classmethod
+    def from_onnx(cls, path: str, confidence_threshold: Optional[float] = None, input_format: str = "BGR",
+                  threads: Optional[int] = None) -> "Predictor":
+        """A predictor running a file of ``tools/export_model.py`` in ONNX Runtime (on the
+        CPU), with the same inputs, outputs and methods. Its score threshold and detection
+        cap are those it was exported with: ``confidence_threshold`` filters what it returns.
+        ``threads``: ONNX Runtime's intra-op threads (None: its default)."""
+        from condseg.inference.onnx_backend import OnnxRunner  # onnxruntime only when asked for
+
+        runner = OnnxRunner(path, threads=threads)
+        if confidence_threshold is not None:
+            key, needed = score_threshold_overrides(runner.cfg, confidence_threshold)[:2]
+            exported = runner.cfg
+            for part in key.split("."):
+                exported = exported[part]
+            if needed < exported:
+                logger.warning("%s was exported with %s %s: some detections scoring %s or more may be missing "
+                               "(export with %s %s to keep them)", path, key, exported, confidence_threshold, key,
+                               needed)
+        self = cls.__new__(cls)
+        self.config_name = path
+        self._set_up(runner.cfg, runner, confidence_threshold, input_format, fp16=False,
+                     class_names=runner.onnx.class_names)
+        return self
+
+    def _set_up(self, cfg, model, confidence_threshold, input_format, fp16, class_names=None):
         if input_format not in ("BGR", "RGB"):
             raise ValueError(f"input_format must be 'BGR' or 'RGB', not {input_format!r}")
         self.cfg = cfg
@@ -135,20 +168,14 @@ class Predictor:
         self.fp16 = bool(fp16) and self.device.type == "cuda"
         if fp16 and not self.fp16:
             logger.warning("fp16 needs CUDA; running in float32 on %s", self.device)
-
-        self.model = build_model(cfg)
+        self.model = model
         self.model.eval()
-        if cfg.MODEL.WEIGHTS:
-            load_weights_strict(self.model, cfg.MODEL.WEIGHTS, self.config_name)
-        else:
-            logger.warning("MODEL.WEIGHTS is empty: the model has random weights")
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
 
         name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused"
         self.metadata = MetadataCatalog.get(name)
-        num_classes = model_num_classes(cfg)
-        names = list(getattr(self.metadata, "thing_classes", None) or [])
-        self.class_names = names + [str(i) for i in range(len(names), num_classes)]
+        names = list(getattr(self.metadata, "thing_classes", None) or class_names or [])
+        self.class_names = names + [str(i) for i in range(len(names), model_num_classes(cfg))]
         self.dataset_ids = category_ids(self.metadata, len(self.class_names))
 
     # ------------------------------------------------------------------ model

@@ -286,3 +286,20 @@ def test_video_files_batch_two_frames_per_model_call_by_default():
     assert demo.batch_size(parse(["--config-file", "c.yaml", "--webcam"])) == 1  # a frame of latency otherwise
     assert demo.batch_size(parse(["--config-file", "c.yaml", "--input", "a.png"])) == 1
     assert demo.batch_size(parse(["--config-file", "c.yaml", "--video-input", "v.mp4", "--batch-size", "3"])) == 3
+
+
+@pytest.mark.slow
+def test_an_exported_model_renders_a_video_like_the_pytorch_model(tiny_model, tiny_onnx, video_run, tmp_path, capsys):
+    _, src, _, pytorch = video_run
+    out, out_json = str(tmp_path / "onnx.mp4"), str(tmp_path / "onnx.json")
+    rc = demo.main(["--config-file", tiny_onnx, "--confidence-threshold", "0", "--no-progress", "--video-input", src,
+                    "--output", out, "--json", out_json, "--batch-size", "2"])
+    assert rc == 0
+    frames, _ = _decode_all(out)
+    with open(out_json) as f:
+        data = json.load(f)
+    assert len(frames) == 16 and data["complete"]
+    assert [len(f["instances"]) for f in data["frames"]] == [len(f["instances"]) for f in pytorch["frames"]]
+    # --opts cannot change an exported model
+    assert demo.main(["--config-file", tiny_onnx, "--video-input", src, "--opts", "MODEL.DEVICE", "cpu"]) == 2
+    assert "an exported model (.onnx) holds its config" in capsys.readouterr().err
