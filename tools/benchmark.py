@@ -33,7 +33,7 @@ import warnings
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     from condseg.benchmark import CASES
-from condseg.benchmark.harness import run_rounds, select, table
+from condseg.benchmark.harness import processor, run_rounds, select, table
 
 
 def cases_help(cases) -> str:
@@ -85,6 +85,7 @@ def main(argv=None):
         "command": " ".join([os.path.basename(sys.executable), "tools/benchmark.py"] + (argv or sys.argv[1:])),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "processor": processor(),
         "cpu_allocator": args.allocator if case.stable_malloc else "default",
         "repeats": args.repeats,
         "rounds": args.rounds,
@@ -96,7 +97,7 @@ def main(argv=None):
     with open(path, "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
     print(f"\nwrote {path}")
-    print(f"{args.case}: torch {meta['torch']}, {meta['threads']} threads, CPU allocator {meta['cpu_allocator']}, "
+    print(f"{args.case}: {meta['processor']}; torch {meta['torch']}, {meta['threads']} threads, CPU allocator {meta['cpu_allocator']}, "
           f"median of {args.rounds} x {args.repeats} runs ({args.rounds} interleaved rounds of one process per "
           f"measurement, {args.warmup} warm-up runs each)")
     print(table(case, results))

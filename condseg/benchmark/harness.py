@@ -163,3 +163,23 @@ def table(case: Case, results):
             + "".join(f" {r['metrics'][k]:.2f} |" if k in r.get("metrics", {}) else " |" for k in extra)
         )
     return "\n".join(lines)
+
+
+def processor() -> str:
+    """This machine's processor, for every table: its model name and the vector extensions
+    that change which formulation is fastest (figures of different processors do not mix)."""
+    import platform
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and name in ("", platform.machine(), platform.processor()):
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+    return f"{name} ({', '.join(f for f in wanted if f in flags) or 'no AVX2/AVX-512/AMX'}), {os.cpu_count()} CPUs"

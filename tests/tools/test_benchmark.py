@@ -33,5 +33,6 @@ def test_a_case_runs_in_measuring_processes_and_writes_its_json(tmp_path):
                             "--rounds", "2", "--repeats", "1", "--warmup", "0", "--json", str(out)])
     data = json.loads(out.read_text())
     assert data["meta"]["rounds"] == 2 and data["meta"]["cpu_allocator"] == "stable"
+    assert data["meta"]["processor"].endswith(" CPUs") and "(" in data["meta"]["processor"]  # name (extensions), N CPUs
     [row] = data["results"]
     assert row["impl"] == "conv2d" and row["rounds"] == 2 and len(row["times_s"]) == 2 and row["median_s"] > 0
