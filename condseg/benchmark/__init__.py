@@ -4,11 +4,12 @@ module per case, each with its ``CASE`` (a :class:`~condseg.benchmark.harness.Ca
 
 A new case is one module with its ``CASE`` and one line in :data:`CASES`.
 """
-from . import dcn, demo, mask_head, odconv
+from . import dcn, demo, mask_head, odconv, onnx
 
 CASES = {  # command-line name -> Case, in the order of tools/benchmark.py --help
     "mask-head": mask_head.CASE,
     "odconv": odconv.CASE,
     "dcn": dcn.CASE,
     "demo": demo.CASE,
+    "onnx": onnx.CASE,
 }
