@@ -23,7 +23,7 @@ from condseg.config_setup import setup_cfg
 from condseg.inference.render import color_of, draw_instances, instance_labels
 from condseg.inference.results import category_ids, coco_results_file, instances_to_records
 from condseg.modeling.model_keys import num_classes as model_num_classes
-from condseg.modeling.model_keys import score_threshold_overrides
+from condseg.modeling.model_keys import config_value, score_threshold_overrides
 
 __all__ = ["Predictor", "WeightsMismatchError", "load_weights_strict"]
 
@@ -145,9 +145,7 @@ class Predictor:
         runner = OnnxRunner(path, threads=threads)
         if confidence_threshold is not None:
             key, needed = score_threshold_overrides(runner.cfg, confidence_threshold)[:2]
-            exported = runner.cfg
-            for part in key.split("."):
-                exported = exported[part]
+            exported = config_value(runner.cfg, key)
             if needed < exported:
                 logger.warning("%s was exported with %s %s: some detections scoring %s or more may be missing "
                                "(export with %s %s to keep them)", path, key, exported, confidence_threshold, key,

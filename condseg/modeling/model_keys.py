@@ -8,7 +8,7 @@ from typing import List
 
 from detectron2.modeling import META_ARCH_REGISTRY
 
-__all__ = ["num_classes", "num_classes_key", "score_threshold_overrides"]
+__all__ = ["config_value", "num_classes", "num_classes_key", "score_threshold_overrides"]
 
 # detectron2's meta-architectures: (class-count key, final-score threshold key)
 _DETECTRON2 = {
@@ -34,12 +34,17 @@ def num_classes_key(cfg) -> str:
     return key
 
 
+def config_value(cfg, key: str):
+    """The value of a dotted ``key`` (``"MODEL.FCOS.NUM_CLASSES"``) in ``cfg``."""
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
 def num_classes(cfg) -> int:
     """The value of :func:`num_classes_key` in ``cfg``."""
-    node = cfg
-    for part in num_classes_key(cfg).split("."):
-        node = node[part]
-    return int(node)
+    return int(config_value(cfg, num_classes_key(cfg)))
 
 
 def score_threshold_overrides(cfg, threshold: float) -> List:
