@@ -30,6 +30,7 @@ test-fast: setup
 quickstart: setup
 	$(PY) tools/train_net.py --config-file $(QUICKSTART_CONFIG) OUTPUT_DIR $(QUICKSTART_OUTPUT)
 	$(MAKE) --no-print-directory demo
+	@echo "The evaluation report is $(QUICKSTART_OUTPUT)/inference/condseg_shapes_val/report/index.html"
 
 demo: setup
 	$(PY) -m condseg.data.shapes_video $(DEMO_VIDEO) --frames 90 --size 640x480 --fps 15 --seed 3

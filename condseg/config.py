@@ -89,6 +89,11 @@ def add_condseg_config(cfg: CN) -> None:
     _C.MODEL.ODCONV.KERNEL_NUM = 4  # candidate kernels n per ODConv (1 = "ODConv 1x", 4 = "4x")
     _C.MODEL.ODCONV.REDUCTION = 0.0625  # attention hidden width = max(int(C_in * REDUCTION), 16)
     _C.MODEL.ODCONV.IMPL = "auto"  # formulation: "auto" (fastest for shape/device) or one of condseg.layers.odconv.IMPLS
+    # How IMPL "auto" picks, like detectron2's CUDNN_BENCHMARK: True measures every
+    # formulation at the first use of each layer and input shape and keeps the fastest,
+    # cached per machine in $CONDSEG_CACHE_DIR, else ~/.cache/condseg (condseg.layers.odconv_autotune);
+    # False applies the fixed rule (auto_impl), the same choice on every machine and run.
+    _C.MODEL.ODCONV.AUTOTUNE = False  # IMPL "auto": measure at first use (True) or the fixed rule (False)
     _C.MODEL.ODCONV.ATTENTION_BN_EVAL = True  # attention BNs use running stats in training too (published norm_eval)
     _C.MODEL.ODCONV.TEMPERATURE_INIT = 1.0  # attention temperature at iteration 0 (published ImageNet training: 30)
     _C.MODEL.ODCONV.TEMPERATURE_ITERS = 0  # anneal linearly to 1 over this many iterations (0: constant 1)
@@ -115,6 +120,18 @@ def add_condseg_config(cfg: CN) -> None:
     # warning naming the file; counted in metrics.json) or "stop" (training stops, saved).
     _C.DATALOADER.BAD_IMAGES = "skip"  # "skip" or "stop" for an unreadable training image
     _C.DATALOADER.MAX_BAD_IMAGE_FRACTION = 0.2  # stop once more than this fraction of the images drawn was unreadable
+
+    # --------------------------------------------------------------- test
+    # The COCO API that computes AP in the evaluation (condseg.engine.evaluation): the same
+    # numbers either way (tests/engine/test_coco_eval_backend.py), faster_coco_eval is faster.
+    _C.TEST.COCO_EVAL_BACKEND = "pycocotools"  # "pycocotools" (detectron2's evaluation) or "faster_coco_eval" (its C++ COCOeval_faster)
+    # The evaluation report (condseg.report), written by every evaluation into
+    # OUTPUT_DIR/inference/<dataset>/report/index.html, and by tools/eval_report.py.
+    _C.TEST.REPORT = CN()
+    _C.TEST.REPORT.ENABLED = True  # write the report after each evaluation (Trainer.test)
+    _C.TEST.REPORT.IOU = 0.5  # IoU at which the confusion matrix and the gallery match detections to ground truth
+    _C.TEST.REPORT.SCORE_THRESHOLD = -1.0  # confusion matrix and gallery: detections >= it (< 0: the best-F1 threshold)
+    _C.TEST.REPORT.GALLERY_IMAGES = 4  # images drawn in each gallery (most missed, most false positives) per iou type
 
 
 def get_condseg_cfg() -> CN:

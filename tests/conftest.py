@@ -1,5 +1,6 @@
 """Shared test builders: tiny configs, model inputs with ground truth, the reference fixtures."""
 import importlib.util
+import logging
 import os
 
 import condseg  # noqa: F401  (first: registers condseg's components and keeps detectron2's import quiet)
@@ -106,6 +107,43 @@ def fixture():
 
 
 @pytest.fixture(scope="session")
+def coco_training(tmp_path_factory):
+    """A few iterations of the quickstart CondInst on a 4-class COCO json (ids 3, 7, 42, 99):
+    its checkpoints and paths (see tests/builders/classes.py)."""
+    from builders.classes import train_on_quirky_coco
+
+    return train_on_quirky_coco(str(tmp_path_factory.mktemp("coco_training")))
+
+
+@pytest.fixture(scope="session")
+def named_tiny_model(tiny_model, tmp_path_factory):
+    """(config.yaml, model_final.pth, entry): the weights of :func:`tiny_model` saved again
+    by the training's checkpointer with the class entry of the 4-class quirky json."""
+    from builders.classes import QUIRKY_CLASSES, QUIRKY_ID_MAP, save_with_classes
+
+    entry = {"thing_classes": QUIRKY_CLASSES, "thing_dataset_id_to_contiguous_id": QUIRKY_ID_MAP,
+             "datasets": ["quirky_train"]}
+    config, weights = tiny_model
+    return config, save_with_classes(config, weights, str(tmp_path_factory.mktemp("named_tiny")), entry), entry
+
+
+@pytest.fixture
+def condseg_log(caplog):
+    """caplog attached to the ``condseg`` logger itself (a set-up elsewhere in the session
+    may have turned off its propagation to the root logger), each record once."""
+    logger = logging.getLogger("condseg")
+    propagate = logger.propagate
+    logger.propagate = False
+    logger.addHandler(caplog.handler)
+    caplog.handler.setLevel(logging.INFO)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """(config.yaml, model.pth) of a tiny CondInst whose masks are diamonds around its
     detections (see tests/builders/tiny_model.py)."""
@@ -114,8 +152,7 @@ def tiny_model(tmp_path_factory):
     return make_tiny_model(str(tmp_path_factory.mktemp("tiny_model")))
 
 
-@pytest.fixture(scope="session")
-def tiny_onnx(tiny_model, tmp_path_factory):
+def _export_tiny(tiny_model, tmp_path_factory, *options) -> str:
     """The tiny model of :func:`tiny_model` exported by tools/export_model.py: its path."""
     from condseg.export import ExportableModel  # noqa: F401  (fails here, not in the tool, if export is broken)
 
@@ -124,5 +161,18 @@ def tiny_onnx(tiny_model, tmp_path_factory):
     spec.loader.exec_module(tool)
     config, weights = tiny_model
     path = str(tmp_path_factory.mktemp("tiny_onnx") / "tiny.onnx")
-    assert tool.main(["--config-file", config, "--output", path, "MODEL.WEIGHTS", weights]) == 0
+    assert tool.main(["--config-file", config, "--output", path, *options, "MODEL.WEIGHTS", weights]) == 0
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_model, tmp_path_factory):
+    """The tiny model of :func:`tiny_model` exported by tools/export_model.py (masks at the
+    input's size): its path."""
+    return _export_tiny(tiny_model, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_stride(tiny_model, tmp_path_factory):
+    """:func:`tiny_onnx` exported with ``--mask-resolution stride``: its path."""
+    return _export_tiny(tiny_model, tmp_path_factory, "--mask-resolution", "stride")

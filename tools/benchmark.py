@@ -35,6 +35,8 @@ with warnings.catch_warnings():
     from condseg.benchmark import CASES
 from condseg.benchmark.harness import processor, run_rounds, select, table
 
+RUN_DEFAULTS = {"rounds": 3, "repeats": 5, "warmup": 2}  # unless the case has its own (Case.defaults)
+
 
 def cases_help(cases) -> str:
     """The "Cases" lines of the help: each case's name, then its ``help`` paragraph."""
@@ -52,15 +54,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("case", choices=sorted(CASES))
     parser.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
                         help="all = cpu, plus cuda when available")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per process")
-    parser.add_argument("--rounds", type=int, default=3, help="processes per measurement, interleaved")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"timed runs per process (default {RUN_DEFAULTS['repeats']}, or the case's own)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help=f"processes per measurement, interleaved (default {RUN_DEFAULTS['rounds']}, "
+                             "or the case's own)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help=f"untimed runs per process first (default {RUN_DEFAULTS['warmup']}, or the case's own)")
     parser.add_argument("--allocator", default="stable", choices=["stable", "default"],
                         help="glibc malloc settings of the CPU measuring processes (see above)")
     parser.add_argument("--only", nargs="*", default=[], metavar="KEY=VALUE",
                         help="measure only the specs with these values, e.g. --only stage=res4 batch=8")
     parser.add_argument("--json", default=None, help="where to write the results (default output/benchmark/CASE.json)")
+    parser.case_options = {}  # case name -> the argparse actions of its own options
+    for name, case in CASES.items():
+        if case.options:
+            group = parser.add_argument_group(f"options of the {name} case")
+            parser.case_options[name] = [group.add_argument(flag, **kw) for flag, kw in case.options]
     return parser
+
+
+def case_options(parser, args) -> dict:
+    """The options of the chosen case (keyword arguments of its ``plan``); an option of
+    another case given on the command line is an error."""
+    options = {}
+    for name, actions in parser.case_options.items():
+        for action in actions:
+            value = getattr(args, action.dest)
+            if name == args.case:
+                options[action.dest] = value
+            elif value != action.default:
+                parser.error(f"{action.option_strings[0]} is an option of the {name} case, not of {args.case}")
+    return options
 
 
 def main(argv=None):
@@ -70,12 +95,16 @@ def main(argv=None):
     import torch
 
     case = CASES[args.case]
+    for key, value in {**RUN_DEFAULTS, **case.defaults}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    options = case_options(parser, args)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     if "cuda" in devices and not torch.cuda.is_available():
         if args.device == "cuda":
             parser.error("--device cuda: CUDA is not available on this machine")
         devices.remove("cuda")
-    plan = select(case.plan(devices), args.only)
+    plan = select(case.plan(devices, **options), args.only)
     if not plan:
         parser.error(f"--only {' '.join(args.only)}: no {args.case} measurement matches")
     results = run_rounds(case, plan, args.rounds, args.repeats, args.warmup, args.allocator, desc=args.case)
@@ -90,6 +119,7 @@ def main(argv=None):
         "repeats": args.repeats,
         "rounds": args.rounds,
         "warmup": args.warmup,
+        "options": options,
         "gpu": torch.cuda.get_device_name(0) if "cuda" in devices else None,
     }
     path = args.json or os.path.join("output", "benchmark", f"{args.case}.json")
@@ -100,7 +130,7 @@ def main(argv=None):
     print(f"{args.case}: {meta['processor']}; torch {meta['torch']}, {meta['threads']} threads, CPU allocator {meta['cpu_allocator']}, "
           f"median of {args.rounds} x {args.repeats} runs ({args.rounds} interleaved rounds of one process per "
           f"measurement, {args.warmup} warm-up runs each)")
-    print(table(case, results))
+    print(case.report(results) if case.report else table(case, results))
 
 
 if __name__ == "__main__":

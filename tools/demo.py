@@ -18,13 +18,14 @@ import sys
 
 import condseg  # noqa: F401  (first: keeps detectron2's import quiet)
 from condseg.inference import Predictor, WeightsMismatchError
+from condseg.inference.frames_per_call import FramesPerCall
 from condseg.inference.images import run_images
 from condseg.inference.sinks import VideoSink, display_available
 from condseg.inference.sources import IMAGE_EXTENSIONS, VideoOpenError, expand_image_inputs
 from condseg.inference.video import run_video
 
 VIDEO_EXTENSIONS = tuple(VideoSink.FOURCC)
-VIDEO_BATCH = 2  # frames per model call for video files: batching raised throughput (README "Demo")
+VIDEO_BATCHES = (1, 2)  # frames per model call tried on a video file's first frames; the faster is kept
 
 
 class DemoError(Exception):
@@ -46,9 +47,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="also write the predictions: COCO format for images, per-frame records for a video")
     p.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to keep a detection")
     p.add_argument("--batch-size", type=int, default=None,
-                   help=f"images or frames per model call (default: {VIDEO_BATCH} for a video file, where it "
-                        "may raise throughput (docs/BENCHMARKS.md); 1 for a webcam, where it would add "
-                        "a frame of latency, and for images)")
+                   help=f"images or frames per model call (default: for a video file "
+                        f"{' or '.join(map(str, VIDEO_BATCHES))}, whichever runs faster on its first frames "
+                        "(the choice is printed); 1 for a webcam, where more would add latency, and for images)")
     p.add_argument("--no-overlap", action="store_true",
                    help="video: decode, run the model and draw one after the other (for comparison)")
     p.add_argument("--fp16", action="store_true", help="run the model with float16 autocast (CUDA)")
@@ -152,31 +153,33 @@ def demo_video(args, predictor_factory) -> int:
     if output is None and not args.json and not args.show:
         logging.getLogger("condseg").warning("no --output, --json or --show: the results are not kept")
     predictor = predictor_factory()
+    frames_per_call = FramesPerCall(args.batch_size) if args.batch_size else FramesPerCall.measured(VIDEO_BATCHES)
     try:
-        summary = run_video(predictor, source, output=output, json_path=args.json, batch_size=args.batch_size,
+        summary = run_video(predictor, source, output=output, json_path=args.json, batch_size=frames_per_call,
                             overlap=not args.no_overlap, show=args.show, progress=not args.no_progress,
                             max_frames=args.max_frames)
     except VideoOpenError as e:
         raise DemoError(str(e))
     print("\n".join(summary.lines()))
+    print(f"frames per model call: {frames_per_call.description}")
     return 1 if summary.errors else 0
 
 
-def batch_size(args) -> int:
-    """Frames or images per model call: ``--batch-size``, else :data:`VIDEO_BATCH` for a
-    video file and 1 for a webcam (latency) or images."""
+def batch_size(args):
+    """Frames or images per model call: ``--batch-size``, else None for a video file
+    (measured: one of :data:`VIDEO_BATCHES`) and 1 for a webcam (latency) or images."""
     if args.batch_size is not None:
         return args.batch_size
-    return VIDEO_BATCH if args.video_input else 1
+    return None if args.video_input else 1
 
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    args.batch_size = batch_size(args)
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         print("demo: error: --batch-size must be at least 1", file=sys.stderr)
         return 2
+    args.batch_size = batch_size(args)
     if not os.path.isfile(args.config_file):
         print(f"demo: error: --config-file {args.config_file}: no such file", file=sys.stderr)
         return 2

@@ -7,7 +7,11 @@
 The file takes ONE (3, H, W) uint8 image in the config's INPUT.FORMAT, already resized as
 the Predictor does (ResizeShortestEdge to INPUT.MIN_SIZE_TEST / INPUT.MAX_SIZE_TEST), and
 returns boxes (D, 4) XYXY px, scores (D,), classes (D,) and, for CondInst, masks (D, H, W)
-probabilities; H, W and D are dynamic unless --static-size / --max-detections fix them.
+probabilities (--mask-resolution stride: at the mask output stride of the input padded to
+the backbone's size divisibility); H, W and D are dynamic unless --static-size /
+--max-detections fix them.
+The file's class names are those the weights were trained on when their checkpoint has
+them (a warning says how they differ from the config's dataset), else the config's dataset's.
 Run it with condseg.export.OnnxModel (ONNX Runtime). Exit status 0 on success, 1 with a
 one-line error otherwise (nothing is written then).
 """
@@ -28,6 +32,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="pad/cut the outputs to N rows and add num_detections (default: dynamic D)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: condseg.export.DEFAULT_OPSET)")
     p.add_argument("--input-dtype", choices=("uint8", "float32"), default="uint8", help="the input's element type")
+    p.add_argument("--mask-resolution", choices=("input", "stride"), default="input",
+                   help="CondInst masks at the input's size (default), or at the mask output stride of the padded "
+                        "input, pasted by the caller (condseg's Predictor does it with the model's own pasting: faster)")
     p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                    help="config overrides, e.g. MODEL.WEIGHTS output/model_final.pth")
     return p
@@ -46,6 +53,7 @@ def run(args) -> str:
     import onnx
     from detectron2.modeling import build_model
 
+    from condseg.checkpoint.classes import read_entry
     from condseg.config_setup import setup_cfg
     from condseg.export import DEFAULT_OPSET, export_onnx
     from condseg.export.onnx_export import check_cfg
@@ -60,12 +68,14 @@ def run(args) -> str:
     check_cfg(cfg)  # before building anything
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg)
+    classes = None  # the class names and ids the weights were trained on, when their checkpoint has them
     if cfg.MODEL.WEIGHTS:
-        load_weights_strict(model, cfg.MODEL.WEIGHTS, args.config_file)
+        classes = read_entry(load_weights_strict(model, cfg.MODEL.WEIGHTS, args.config_file), cfg.MODEL.WEIGHTS)
     else:
         print("warning: MODEL.WEIGHTS is empty: exporting random weights", file=sys.stderr)
     path = export_onnx(model, args.output, cfg=cfg, static_size=static_size, max_detections=args.max_detections,
-                       opset=args.opset or DEFAULT_OPSET, input_dtype=args.input_dtype)
+                       opset=args.opset or DEFAULT_OPSET, input_dtype=args.input_dtype,
+                       mask_resolution=args.mask_resolution, classes=classes)
     onnx.checker.check_model(path)
     size_mb = os.path.getsize(path) / 2**20
     return f"{path}: {size_mb:.1f} MiB, onnx.checker.check_model passed"

@@ -4,7 +4,7 @@ module per case, each with its ``CASE`` (a :class:`~condseg.benchmark.harness.Ca
 
 A new case is one module with its ``CASE`` and one line in :data:`CASES`.
 """
-from . import dcn, demo, mask_head, odconv, onnx
+from . import coco_eval, dcn, demo, mask_head, model, odconv, onnx
 
 CASES = {  # command-line name -> Case, in the order of tools/benchmark.py --help
     "mask-head": mask_head.CASE,
@@ -12,4 +12,6 @@ CASES = {  # command-line name -> Case, in the order of tools/benchmark.py --hel
     "dcn": dcn.CASE,
     "demo": demo.CASE,
     "onnx": onnx.CASE,
+    "coco-eval": coco_eval.CASE,
+    "model": model.CASE,
 }

@@ -21,13 +21,20 @@ class Case:
     zero-argument function doing one run and returning its outputs (tensors, compared across
     formulations); rows are compared with the ``baseline`` formulation of the same ``size``
     keys (speed, and outputs where ``comparable``). ``help`` is the case's paragraph of
-    ``tools/benchmark.py --help``."""
+    ``tools/benchmark.py --help``. A case may have command-line ``options`` of its own
+    (``(flag, argparse keywords)`` pairs; their values are keyword arguments of ``plan``),
+    its own ``defaults`` of ``rounds`` / ``repeats`` / ``warmup``, and a ``report``
+    (results -> the text printed last) in place of :func:`table`."""
 
-    def __init__(self, plan, runs, baseline, size, comparable=True, stable_malloc=True, help=""):
+    def __init__(self, plan, runs, baseline, size, comparable=True, stable_malloc=True, help="", options=(),
+                 defaults=None, report=None):
         self.plan, self.runs, self.baseline, self.size = plan, runs, baseline, tuple(size)
         self.comparable = comparable  # False: formulations compute different things (no diff column)
         self.stable_malloc = stable_malloc  # False: always glibc's default allocator (whole-model runs)
         self.help = help
+        self.options = tuple(options)
+        self.defaults = dict(defaults or {})
+        self.report = report
 
     def group(self, spec) -> tuple:
         return (spec["device"], spec["mode"]) + tuple(spec[k] for k in self.size)
@@ -46,6 +53,32 @@ def select(plan, only):
     return [s for s in plan if all(str(s.get(k)) == v for k, v in wanted)]
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident set size (KiB): Linux's ``VmHWM``, the peak of its own
+    memory since it started (``getrusage``'s ``ru_maxrss`` also carries over the peak of the
+    process that started it, which would hide every smaller peak), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+def reset_peak_rss() -> int:
+    """This process's peak RSS started afresh from its current RSS where Linux allows it
+    (``5`` written to ``/proc/self/clear_refs``), so that the peaks of the imports and the
+    set-up do not hide those of the runs; returns it (KiB), the base of the growth."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return peak_rss_kib()
+
+
 def measure(case: Case, spec: dict, repeats: int, warmup: int) -> dict:
     """One measurement in this process: median wall time and peak memory."""
     import torch
@@ -53,7 +86,7 @@ def measure(case: Case, spec: dict, repeats: int, warmup: int) -> dict:
     torch.set_num_threads(int(os.environ.get("CONDSEG_BENCH_THREADS", torch.get_num_threads())))
     cuda = spec["device"].startswith("cuda")
     run = case.make_run(spec)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    rss_before = reset_peak_rss()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -72,7 +105,7 @@ def measure(case: Case, spec: dict, repeats: int, warmup: int) -> dict:
     if cuda:
         peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
-        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+        peak_mb = (peak_rss_kib() - rss_before) / 1024
     result = {**spec, "median_s": statistics.median(times), "min_s": min(times), "times_s": times, "peak_mb": peak_mb}
     if metrics:
         result["metrics"] = metrics
@@ -168,18 +201,8 @@ def table(case: Case, results):
 def processor() -> str:
     """This machine's processor, for every table: its model name and the vector extensions
     that change which formulation is fastest (figures of different processors do not mix)."""
-    import platform
+    from condseg.layers.odconv_autotune import cpu_info  # the processor that ODConv's measured choices are keyed by
 
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and name in ("", platform.machine(), platform.processor()):
-                    name = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-    except OSError:
-        pass
+    name, flags = cpu_info()
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
     return f"{name} ({', '.join(f for f in wanted if f in flags) or 'no AVX2/AVX-512/AMX'}), {os.cpu_count()} CPUs"

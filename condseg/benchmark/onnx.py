@@ -4,8 +4,12 @@ generated shapes images already in memory (resize, model, masks pasted at the
 image's size), on the harness's threads: the quickstart CondInst on 640x480
 images (output/quickstart/model_final.pth when present, else random weights)
 and CondInst R-50 at 800x1333 (random weights); random weights run with forced
-detections (score threshold 0, 50 per image). Each model is exported once,
-outside the timed part, and cached under output/benchmark/onnx/. Times are
+detections (score threshold 0, 50 per image). ``onnxruntime`` runs the file
+tools/export_model.py writes by default (masks at the input's size, resized to the
+image's by the Predictor), ``onnxruntime-stride`` the one of ``--mask-resolution
+stride`` (masks at the mask output stride, pasted by the model's own function). Each
+model is exported once per mask resolution, outside the timed part, and cached under
+output/benchmark/onnx/. Times are
 per pass over the images; rows add images/s and detections per image, and
 "max abs diff" is the largest score difference from eager on the same images.
 CPU only; runs with the default allocator (it is inference).
@@ -70,10 +74,11 @@ def random_checkpoint(name: str, config: str, opts: str) -> str:
     return path
 
 
-def cached_export(name: str, config: str, checkpoint: str, opts: str) -> str:
+def cached_export(name: str, config: str, checkpoint: str, opts: str, mask_resolution: str = "input") -> str:
     """The ONNX export of ``config`` + ``opts`` with the weights of ``checkpoint``, made once
     and cached under :data:`CACHE`, keyed by the config (all its keys after the overrides),
-    the checkpoint's path and mtime, and the exporter's format and torch versions."""
+    the checkpoint's path and mtime, the mask resolution, and the exporter's format and
+    torch versions."""
     import torch
     from detectron2.modeling import build_model
 
@@ -83,12 +88,12 @@ def cached_export(name: str, config: str, checkpoint: str, opts: str) -> str:
 
     cfg = _cfg(config, opts)
     key = _digest(cfg.dump(), os.path.abspath(checkpoint), os.path.getmtime(checkpoint), EXPORT_VERSION,
-                  torch.__version__)
+                  torch.__version__, mask_resolution)
     path = os.path.join(CACHE, f"{name}-{key}.onnx")
     if not os.path.isfile(path):
         model = build_model(cfg)
         load_weights_strict(model, checkpoint, config)
-        export_onnx(model.eval(), path, cfg=cfg)
+        export_onnx(model.eval(), path, cfg=cfg, mask_resolution=mask_resolution)
     return path
 
 
@@ -125,12 +130,17 @@ def _sorted_scores(instances):
     return rows
 
 
+IMPLS = ("eager", "onnxruntime", "onnxruntime-stride")
+
+
 def runs(device: str, impl: str, mode: str, model: str, image: str, weights: str, num_images: int, config: str,
-         checkpoint: str, onnx_file: str, opts: str):
+         checkpoint: str, onnx_file: str, onnx_stride_file: str, opts: str):
     """One pass of ``condseg.Predictor`` over ``num_images`` images of ``image`` (WxH) held
     in memory, one image per call. ``impl``: ``eager`` (the PyTorch model of ``config`` +
-    ``opts`` with ``checkpoint``) or ``onnxruntime`` (``onnx_file``, its export, in ONNX
-    Runtime with as many intra-op threads as torch has). Returns :class:`Outputs`."""
+    ``opts`` with ``checkpoint``), ``onnxruntime`` or ``onnxruntime-stride`` (its export
+    ``onnx_file`` or ``onnx_stride_file`` in ONNX Runtime with as many intra-op threads as
+    torch has).
+    Returns :class:`Outputs`."""
     import torch
 
     from condseg import Predictor
@@ -138,10 +148,11 @@ def runs(device: str, impl: str, mode: str, model: str, image: str, weights: str
     images = shapes_images(image, num_images)
     if impl == "eager":
         predictor = Predictor(config, checkpoint, opts=opts.split(), device=device)
-    elif impl == "onnxruntime":
-        predictor = Predictor.from_onnx(onnx_file, threads=torch.get_num_threads())
+    elif impl in IMPLS:
+        predictor = Predictor.from_onnx(onnx_file if impl == "onnxruntime" else onnx_stride_file,
+                                        threads=torch.get_num_threads())
     else:
-        raise ValueError(f"impl must be 'eager' or 'onnxruntime', got {impl!r}")
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
 
     def run():
         t = time.perf_counter()
@@ -154,10 +165,11 @@ def runs(device: str, impl: str, mode: str, model: str, image: str, weights: str
 
 
 def prepare(name: str, config: str, weights, opts: str):
-    """``[checkpoint, onnx_file]`` of one model: ``weights``, or with None a seeded random
-    checkpoint (:func:`random_checkpoint`), and its export (:func:`cached_export`)."""
+    """``[checkpoint, onnx_file, onnx_stride_file]`` of one model: ``weights``, or with None
+    a seeded random checkpoint (:func:`random_checkpoint`), and its exports with masks at
+    the input's size and at the stride (:func:`cached_export`)."""
     checkpoint = weights if weights else random_checkpoint(name, config, opts)
-    return [checkpoint, cached_export(name, config, checkpoint, opts)]
+    return [checkpoint, *(cached_export(name, config, checkpoint, opts, r) for r in ("input", "stride"))]
 
 
 def prepare_in_fresh_process(name: str, config: str, weights, opts: str):
@@ -183,12 +195,13 @@ def plan(devices):
     for name, m in MODELS.items():
         trained = m["weights"] is not None and os.path.isfile(m["weights"])
         opts = " ".join(o for o in (m["opts"], "" if trained else FORCED) if o)
-        checkpoint, onnx_file = prepare_in_fresh_process(name, m["config"], m["weights"] if trained else None, opts)
-        for impl in ("eager", "onnxruntime"):
+        checkpoint, onnx_file, onnx_stride_file = prepare_in_fresh_process(
+            name, m["config"], m["weights"] if trained else None, opts)
+        for impl in IMPLS:
             specs.append({"case": "onnx", "device": "cpu", "impl": impl, "mode": "infer", "model": name,
                           "image": m["image"], "weights": TRAINED if trained else RANDOM,
                           "num_images": m["num_images"], "config": m["config"], "checkpoint": checkpoint,
-                          "onnx_file": onnx_file, "opts": opts})
+                          "onnx_file": onnx_file, "onnx_stride_file": onnx_stride_file, "opts": opts})
     return specs
 
 

@@ -13,10 +13,12 @@ import logging
 import os
 import re
 import shutil
-from typing import List
+from typing import List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+
+from condseg.checkpoint.classes import KEY as CLASSES_KEY
 
 __all__ = ["AtomicCheckpointer", "CheckpointWriteError", "NoIntactCheckpointError", "atomic_write", "checkpoint_files"]
 
@@ -100,7 +102,15 @@ class AtomicCheckpointer(DetectionCheckpointer):
     """detectron2's ``DetectionCheckpointer`` with atomic saves and a resume that skips
     damaged checkpoints (see the module docstring). Saving is a no-op on other ranks
     than the main one, as in detectron2. Remote folders (not a local directory) keep
-    detectron2's own writing."""
+    detectron2's own writing.
+
+    ``classes``: the class entry of the training datasets
+    (:func:`condseg.checkpoint.classes.from_datasets`), written into every checkpoint it
+    saves under :data:`condseg.checkpoint.classes.KEY` (None: nothing written)."""
+
+    def __init__(self, model, save_dir: str = "", *, classes: Optional[dict] = None, **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.classes = classes
 
     def _local(self) -> bool:
         return bool(self.save_dir) and os.path.isdir(self.save_dir)
@@ -108,6 +118,8 @@ class AtomicCheckpointer(DetectionCheckpointer):
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
+        if self.classes is not None:
+            kwargs = {CLASSES_KEY: self.classes, **kwargs}
         if not self._local():
             return super().save(name, **kwargs)
         data = {"model": self.model.state_dict()}

@@ -14,6 +14,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from condseg.checkpoint.classes import from_datasets as train_classes
 from condseg.data import CondsegDatasetMapper
 from condseg.data.train_loader import SAMPLERS, build_planned_train_loader
 
@@ -70,7 +71,8 @@ class Trainer(DefaultTrainer):
       functions of the run's seed (``SEED``, or a random one kept in the checkpoints) and
       the iteration: a resumed run continues exactly the run it resumes;
     * checkpoints are written atomically, and a resume skips damaged ones
-      (:class:`~condseg.engine.checkpointer.AtomicCheckpointer`);
+      (:class:`~condseg.engine.checkpointer.AtomicCheckpointer`), and each carries the
+      training datasets' class names and category ids (:mod:`condseg.checkpoint.classes`);
     * unreadable images, non-finite losses and stop signals are agreed on by all ranks
       at every step (:mod:`condseg.engine.step`).
     """
@@ -94,7 +96,9 @@ class Trainer(DefaultTrainer):
         self._trainer.max_nonfinite = cfg.SOLVER.MAX_NONFINITE_STEPS
         self._trainer.max_bad_fraction = cfg.DATALOADER.MAX_BAD_IMAGE_FRACTION
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        # every checkpoint carries the training datasets' class names and ids (condseg.checkpoint.classes)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, classes=train_classes(cfg.DATASETS.TRAIN),
+                                               trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -221,6 +225,7 @@ class Trainer(DefaultTrainer):
             # a dataset without json_file (cleaned, generated) is converted each time: a cached
             # conversion in OUTPUT_DIR would outlive a change of the annotations
             allow_cached_coco=False,
+            coco_eval_backend=cfg.TEST.COCO_EVAL_BACKEND,
         )
 
     @classmethod
@@ -238,6 +243,11 @@ class Trainer(DefaultTrainer):
             if comm.is_main_process():
                 logging.getLogger(__name__).info("Evaluation results for %s in csv format:", dataset_name)
                 print_csv_format(results[dataset_name])
+                from condseg.report import write_report_of_evaluator  # matplotlib only when evaluating
+
+                report = write_report_of_evaluator(cfg, dataset_name, evaluator)  # None: disabled, or nothing to report
+                if report:
+                    logging.getLogger(__name__).info("Evaluation report of %s: %s", dataset_name, report)
         return list(results.values())[0] if len(results) == 1 else results
 
 

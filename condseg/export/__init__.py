@@ -1,8 +1,8 @@
 """Export of condseg models to ONNX and running the files in ONNX Runtime.
 
 A floor next to :mod:`condseg.inference`: it imports ``condseg.modeling``,
-``condseg.layers`` and ``condseg.config_setup``; only tools (and inference's ONNX
-backend) import it.
+``condseg.layers``, ``condseg.config_setup`` and ``condseg.checkpoint.classes`` (the
+weights' class names); only tools (and inference's ONNX backend) import it.
 
 * :func:`export_onnx`: FCOSDetector / CondInst -> one ``.onnx`` file (one image in,
   boxes, scores, classes and CondInst masks out; dynamic or static shapes);

@@ -18,10 +18,11 @@ from detectron2.modeling import build_model
 from torch import nn
 from torch.fx.experimental import _config as fx_config
 
+from condseg.checkpoint.classes import log_difference
 from condseg.config_setup import setup_cfg
 from condseg.layers import DeformConv2d
 
-from .metadata import export_metadata
+from .metadata import config_metadata, export_metadata
 from .nms import TRANSLATIONS
 from .errors import ExportError
 from .wrapper import ExportableModel
@@ -79,9 +80,24 @@ def _check_options(model: nn.Module, static_size, opset: int, input_dtype: str):
         )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _mask_metadata(wrapper: ExportableModel) -> dict:
+    if not wrapper.masks_on:
+        return {}
+    m = wrapper.model
+    return {"mask_resolution": wrapper.mask_resolution, "mask_stride": int(m.mask_out_stride),
+            "size_divisibility": max(int(m.backbone.size_divisibility), 1)}
+
+
 def export_onnx(cfg_or_model: Union[CfgNode, str, nn.Module], path: str, *, cfg: Optional[CfgNode] = None,
                 static_size: Optional[Sequence[int]] = None, max_detections: Optional[int] = None,
-                opset: int = DEFAULT_OPSET, input_dtype: str = "uint8") -> str:
+                opset: int = DEFAULT_OPSET, input_dtype: str = "uint8", mask_resolution: str = "input",
+                classes: Optional[dict] = None) -> str:
     """Export a condseg FCOSDetector or CondInst to the ONNX file ``path``.
 
     Args:
@@ -93,6 +109,14 @@ def export_onnx(cfg_or_model: Union[CfgNode, str, nn.Module], path: str, *, cfg:
         max_detections: N: outputs padded or cut to N rows, plus ``num_detections``.
         opset: the ONNX opset (>= 18; >= 19 with deformable convolutions).
         input_dtype: ``"uint8"`` (what the Predictor passes) or ``"float32"``, both 0..255.
+        mask_resolution: CondInst's ``masks`` at the input's size (``"input"``) or at the
+            mask output stride (``"stride"``, pasted by the caller; what
+            :class:`~condseg.inference.onnx_backend.OnnxRunner` does fastest).
+        classes: the class entry of the weights' checkpoint
+            (:func:`condseg.checkpoint.classes.read_entry` of what
+            :func:`~condseg.inference.predictor.load_weights_strict` returns): the file then
+            holds the weights' names and category ids instead of the config's dataset's (a
+            warning says how they differ). None: the config's dataset's names.
     Returns:
         ``path``. Raises :class:`~condseg.export.errors.ExportError` (the message names the
         config key or option and the reason) and writes nothing when it cannot export.
@@ -100,7 +124,10 @@ def export_onnx(cfg_or_model: Union[CfgNode, str, nn.Module], path: str, *, cfg:
     model, cfg = _model_and_cfg(cfg_or_model, cfg)
     static_size = None if static_size is None else tuple(static_size)
     _check_options(model, static_size, opset, input_dtype)
-    wrapper = ExportableModel(model, max_detections).eval()
+    if classes:
+        log_difference(classes, config_metadata(cfg), cfg.MODEL.WEIGHTS or "the weights",
+                       "writing the weights' names into the file")
+    wrapper = ExportableModel(model, max_detections, mask_resolution).eval()
     size = static_size or (160, 224)  # a traced example; its values do not matter
     example = torch.zeros((3, *size), dtype=_INPUT_DTYPES[input_dtype])
     dynamic = None
@@ -121,7 +148,7 @@ def export_onnx(cfg_or_model: Union[CfgNode, str, nn.Module], path: str, *, cfg:
         raise ExportError(f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE}: the export failed: {reason}") from e
     program.model.metadata_props.update(export_metadata(
         cfg, cfg.MODEL.META_ARCHITECTURE, model.proposal_generator.num_classes, wrapper.output_names, input_dtype,
-        static_size, wrapper.max_detections,
+        static_size, wrapper.max_detections, **_mask_metadata(wrapper), classes=classes,
     ))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -129,6 +156,7 @@ def export_onnx(cfg_or_model: Union[CfgNode, str, nn.Module], path: str, *, cfg:
     os.close(fd)
     try:
         program.save(tmp, external_data=False)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is private; an export is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

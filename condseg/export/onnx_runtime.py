@@ -5,7 +5,9 @@
     out = model(image)  # (3, H, W), already resized, in model.input_format
     out["boxes"], out["scores"], out["classes"], out["masks"]
 
-The session runs on the CPU execution provider with all graph optimisations on.
+The session runs on the CPU execution provider with all graph optimisations on, its
+worker threads sleeping between runs instead of spinning (so that they leave the cores
+to whatever the caller does next, e.g. pasting the masks).
 """
 import os
 from typing import Dict, List, Optional, Tuple, Union
@@ -35,8 +37,10 @@ class OnnxModel:
     dtype, values 0..255, channels in :attr:`input_format`, resized by the caller to
     :attr:`min_size_test` / :attr:`max_size_test` as the PyTorch Predictor does) returns a
     dict of numpy arrays: ``boxes (D, 4)`` float32 XYXY px, ``scores (D,)`` float32,
-    ``classes (D,)`` int64, for CondInst ``masks (D, H, W)`` float32 probabilities, and
-    with a static maximum ``num_detections ()`` int64 (the rows past it are padding).
+    ``classes (D,)`` int64, for CondInst ``masks`` float32 probabilities (``(D, H, W)``,
+    or at :attr:`mask_stride` of the padded input when :attr:`mask_resolution` is
+    ``"stride"``), and with a static maximum ``num_detections ()`` int64 (the rows past it
+    are padding).
     """
 
     def __init__(self, path: str, threads: Optional[int] = None):
@@ -58,6 +62,7 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = int(threads)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -97,6 +102,21 @@ class OnnxModel:
     @property
     def max_detections(self) -> Optional[int]:
         return self.metadata.get("max_detections")
+
+    @property
+    def mask_resolution(self) -> Optional[str]:
+        """CondInst: ``"input"`` or ``"stride"`` (files written before the option: ``"input"``)."""
+        if "masks" not in self.output_names:
+            return None
+        return self.metadata.get("mask_resolution", "input")
+
+    @property
+    def mask_stride(self) -> Optional[int]:
+        return self.metadata.get("mask_stride")
+
+    @property
+    def size_divisibility(self) -> Optional[int]:
+        return self.metadata.get("size_divisibility")
 
     @property
     def config(self) -> str:

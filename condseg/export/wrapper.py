@@ -11,7 +11,8 @@ FCOS head, decoding (:func:`~condseg.export.decode.decode_image`: score threshol
 pre-NMS top-k per level, class-aware NMS, post-NMS cap), boxes clipped to the image and
 empty ones dropped; for CondInst the controller's parameters at the kept detections, the
 mask branch, the dynamic mask heads as matrix products, aligned upsampling to the padded
-input, cropped to the image.
+input, cropped to the image (``mask_resolution="input"``), or the probabilities at the
+mask output stride of the padded input (``"stride"``) for the caller to paste.
 
 The caller resizes the image first, as the PyTorch ``Predictor`` does
 (``ResizeShortestEdge`` to ``INPUT.MIN_SIZE_TEST`` / ``INPUT.MAX_SIZE_TEST``, the values
@@ -30,7 +31,9 @@ from .errors import ExportError
 from .masks import aligned_upsample, mask_branch_features, mask_heads_one_image
 from .prepare import prepare_for_export
 
-__all__ = ["ExportableModel"]
+__all__ = ["ExportableModel", "MASK_RESOLUTIONS"]
+
+MASK_RESOLUTIONS = ("input", "stride")
 
 
 class ExportableModel(nn.Module):
@@ -40,16 +43,21 @@ class ExportableModel(nn.Module):
     * ``boxes (D, 4)`` float32, XYXY in input pixels, clipped to the image;
     * ``scores (D,)`` float32, sorted descending;
     * ``classes (D,)`` int64, 0-based;
-    * CondInst only: ``masks (D, H, W)`` float32 mask probabilities at the input's size
-      (the model's ``pred_masks`` are ``masks > 0.5``; a caller that resized the image
-      resizes these bilinearly to the original size first, as the model does);
+    * CondInst only, ``masks`` float32 mask probabilities; with ``mask_resolution``
+      ``"input"``: ``(D, H, W)`` at the input's size (the model's ``pred_masks`` are
+      ``masks > 0.5``; a caller that resized the image resizes these bilinearly to the
+      original size first, as the model does); ``"stride"``: ``(D, H_pad / s, W_pad / s)``
+      with ``s = MODEL.CONDINST.MASK_OUT_STRIDE`` and ``H_pad``, ``W_pad`` the input padded
+      to the backbone's size divisibility, what the model hands to
+      :func:`~condseg.modeling.condinst.condinst.postprocess_masks` (16x fewer values at
+      ``s = 4``; the caller pastes them, e.g. with that function);
     * with ``max_detections = N``: every output padded (zeros) or cut to N rows, and
       ``num_detections ()`` int64, the number of valid rows, ``min(D, N)``.
 
     D may be 0. :attr:`output_names` names the outputs in order.
     """
 
-    def __init__(self, model: nn.Module, max_detections: Optional[int] = None):
+    def __init__(self, model: nn.Module, max_detections: Optional[int] = None, mask_resolution: str = "input"):
         super().__init__()
         if not isinstance(model, FCOSDetector):
             raise ExportError(
@@ -57,12 +65,15 @@ class ExportableModel(nn.Module):
             )
         if max_detections is not None and int(max_detections) < 1:
             raise ExportError(f"max_detections must be >= 1, got {max_detections}")
+        if mask_resolution not in MASK_RESOLUTIONS:
+            raise ExportError(f"mask_resolution must be one of {MASK_RESOLUTIONS}, got {mask_resolution!r}")
         fcos = model.proposal_generator
         if fcos.pre_nms_topk < 1:
             raise ExportError(f"MODEL.FCOS.PRE_NMS_TOPK_TEST must be >= 1 to export, got {fcos.pre_nms_topk}")
         self.model = prepare_for_export(model)
         self.masks_on = isinstance(model, CondInst)
         self.max_detections = None if max_detections is None else int(max_detections)
+        self.mask_resolution = mask_resolution
 
     @property
     def output_names(self) -> Tuple[str, ...]:
@@ -100,7 +111,7 @@ class ExportableModel(nn.Module):
         return tuple(outputs)
 
     def _masks(self, features, towers, dets, h, w) -> torch.Tensor:
-        """``(D, H, W)`` mask probabilities of the detections."""
+        """``(D, H, W)`` or ``(D, H_pad / s, W_pad / s)`` mask probabilities of the detections."""
         m = self.model
         params = torch.cat([m.controller(t)[0].flatten(1) for t in towers], dim=1)  # (P, sum_l H_l * W_l)
         params = params[:, dets["flat_inds"]].t()
@@ -111,6 +122,8 @@ class ExportableModel(nn.Module):
             m.mask_branch.out_stride, m.rel_coords,
         )
         logits = aligned_upsample(logits, m.mask_branch.out_stride // m.mask_out_stride)
+        if self.mask_resolution == "stride":
+            return logits.sigmoid()[:, 0]
         probs = aligned_upsample(logits.sigmoid(), m.mask_out_stride)
         return probs[:, 0, :h, :w]
 

@@ -3,11 +3,12 @@ so that :class:`~condseg.inference.predictor.Predictor` runs it unchanged
 (:meth:`Predictor.from_onnx`).
 
 The exported graph takes one resized image and returns boxes, scores and classes in its
-pixels and, for CondInst, mask probabilities at its size; here they are taken to each
-input's requested ``height`` x ``width`` as the PyTorch model does: boxes scaled and
-clipped, empty boxes dropped (detectron2's ``detector_postprocess``), masks resized
-bilinearly and thresholded at 0.5 (:func:`~condseg.modeling.condinst.condinst.postprocess_masks`'s
-last step).
+pixels and, for CondInst, mask probabilities; here they are taken to each input's
+requested ``height`` x ``width`` as the PyTorch model does: boxes scaled and clipped,
+empty boxes dropped (detectron2's ``detector_postprocess``); masks exported at the mask
+output stride (``--mask-resolution stride``) pasted by the model's own
+:func:`~condseg.modeling.condinst.condinst.postprocess_masks`, masks exported at the
+input's size resized bilinearly and thresholded at 0.5 (that function's last step).
 """
 from typing import Dict, List, Optional
 
@@ -19,6 +20,7 @@ from detectron2.structures import Boxes, Instances
 
 from condseg.config import get_condseg_cfg
 from condseg.export import OnnxModel
+from condseg.modeling.condinst.condinst import postprocess_masks
 
 __all__ = ["OnnxRunner"]
 
@@ -70,15 +72,23 @@ class OnnxRunner:
             inst.scores = torch.from_numpy(out["scores"][:n]).float()
             inst.pred_classes = torch.from_numpy(out["classes"][:n]).long()
             if "masks" in out:
-                inst.mask_probs = torch.from_numpy(out["masks"][:n, :h, :w]).float()
+                inst.mask_probs = torch.from_numpy(out["masks"][:n]).float()
             inst = detector_postprocess(inst, x.get("height", h), x.get("width", w))
             if inst.has("mask_probs"):
                 probs = inst.mask_probs
                 inst.remove("mask_probs")
-                if len(probs):
-                    probs = F.interpolate(probs[:, None], size=inst.image_size, mode="bilinear", align_corners=False)[:, 0]
-                    inst.pred_masks = probs > 0.5
-                else:
-                    inst.pred_masks = torch.zeros((0, *inst.image_size), dtype=torch.bool)
+                inst.pred_masks = self._paste(probs, (h, w), inst.image_size)
             results.append({"instances": inst})
         return results
+
+    def _paste(self, probs: torch.Tensor, image_size, output_size) -> torch.Tensor:
+        """``(D, H_out, W_out)`` bool masks from the file's ``masks`` rows of the kept detections."""
+        if self.onnx.mask_resolution == "stride":
+            s = self.onnx.mask_stride
+            padded = (probs.shape[1] * s, probs.shape[2] * s)
+            return postprocess_masks(probs[:, None], padded, image_size, output_size)
+        probs = probs[:, : image_size[0], : image_size[1]]
+        if not len(probs):
+            return torch.zeros((0, *output_size), dtype=torch.bool)
+        probs = F.interpolate(probs[:, None], size=tuple(output_size), mode="bilinear", align_corners=False)[:, 0]
+        return probs > 0.5

@@ -19,6 +19,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
+from condseg.checkpoint import classes as checkpoint_classes
 from condseg.config_setup import setup_cfg
 from condseg.inference.render import color_of, draw_instances, instance_labels
 from condseg.inference.results import category_ids, coco_results_file, instances_to_records
@@ -53,9 +54,13 @@ def _listing(items: Sequence[str], limit: int = 5) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def load_weights_strict(model: torch.nn.Module, weights: str, config_name: str = "the config") -> None:
+def load_weights_strict(model: torch.nn.Module, weights: str, config_name: str = "the config") -> Dict:
     """Load a detectron2/condseg checkpoint (``.pth`` from ``tools/train_net.py``, ``.pkl``
     from the model zoo, or a converted checkpoint) into ``model`` and refuse a partial fit.
+
+    Returns:
+        the checkpoint's other entries (detectron2's ``Checkpointer.load``), e.g. the class
+        names training wrote (:func:`condseg.checkpoint.classes.read_entry` reads them).
 
     Raises:
         FileNotFoundError: ``weights`` is a local path that does not exist.
@@ -69,7 +74,7 @@ def load_weights_strict(model: torch.nn.Module, weights: str, config_name: str =
     if not os.path.isfile(local):
         raise FileNotFoundError(f"MODEL.WEIGHTS: no such file: {weights}")
     try:
-        checkpointer.load(weights)
+        extra = checkpointer.load(weights)
     except Exception as e:  # unpickling errors come in many types
         raise WeightsMismatchError(f"{weights}: not a model checkpoint torch can load ({type(e).__name__}: {e})") from e
     incompatible = checkpointer.incompatible
@@ -90,6 +95,7 @@ def load_weights_strict(model: torch.nn.Module, weights: str, config_name: str =
     if incompatible.unexpected_keys:
         logger.warning("%s has %d keys the model does not use: %s", weights,
                        len(incompatible.unexpected_keys), _listing(incompatible.unexpected_keys))
+    return extra
 
 
 class Predictor:
@@ -109,6 +115,11 @@ class Predictor:
     Calling it with one ``(H, W, 3)`` uint8 image returns its ``Instances`` (``pred_boxes``,
     ``scores``, ``pred_classes`` and ``pred_masks`` ``(N, H, W)`` bool at the image's own
     size, on the CPU); with a list of images, a list, computed in one batched model call.
+
+    Class names and category ids (``metadata``, ``class_names``, ``dataset_ids``: what is
+    drawn and written to json) are those the weights were trained on when the checkpoint
+    carries them (:mod:`condseg.checkpoint.classes`; a warning says how they differ from
+    the config's dataset), else those of ``DATASETS.TEST[0]``.
     """
 
     def __init__(self, config: Union[str, CfgNode], weights: Optional[str] = None, opts: Sequence[str] = (),
@@ -127,11 +138,13 @@ class Predictor:
             cfg.merge_from_list(score_threshold_overrides(cfg, confidence_threshold))
         cfg.freeze()
         model = build_model(cfg)
+        classes = None
         if cfg.MODEL.WEIGHTS:
-            load_weights_strict(model, cfg.MODEL.WEIGHTS, self.config_name)
+            extra = load_weights_strict(model, cfg.MODEL.WEIGHTS, self.config_name)
+            classes = checkpoint_classes.read_entry(extra, cfg.MODEL.WEIGHTS)
         else:
             logger.warning("MODEL.WEIGHTS is empty: the model has random weights")
-        self._set_up(cfg, model, confidence_threshold, input_format, fp16)
+        self._set_up(cfg, model, confidence_threshold, input_format, fp16, classes=classes, source=cfg.MODEL.WEIGHTS)
 
     @classmethod
     def from_onnx(cls, path: str, confidence_threshold: Optional[float] = None, input_format: str = "BGR",
@@ -140,6 +153,7 @@ class Predictor:
         CPU), with the same inputs, outputs and methods. Its score threshold and detection
         cap are those it was exported with: ``confidence_threshold`` filters what it returns.
         ``threads``: ONNX Runtime's intra-op threads (None: its default)."""
+        from condseg.export.metadata import WEIGHTS_CLASSES
         from condseg.inference.onnx_backend import OnnxRunner  # onnxruntime only when asked for
 
         runner = OnnxRunner(path, threads=threads)
@@ -152,11 +166,16 @@ class Predictor:
                                needed)
         self = cls.__new__(cls)
         self.config_name = path
+        classes = checkpoint_classes.read_entry({checkpoint_classes.KEY: runner.onnx.metadata.get(WEIGHTS_CLASSES)},
+                                                path)
         self._set_up(runner.cfg, runner, confidence_threshold, input_format, fp16=False,
-                     class_names=runner.onnx.class_names)
+                     class_names=runner.onnx.class_names, classes=classes, source=path)
         return self
 
-    def _set_up(self, cfg, model, confidence_threshold, input_format, fp16, class_names=None):
+    def _set_up(self, cfg, model, confidence_threshold, input_format, fp16, class_names=None, classes=None,
+                source=""):
+        """``class_names``: used when the config's dataset has none; ``classes``: the
+        weights' class entry (``source`` names them), used before the config's dataset."""
         if input_format not in ("BGR", "RGB"):
             raise ValueError(f"input_format must be 'BGR' or 'RGB', not {input_format!r}")
         self.cfg = cfg
@@ -172,6 +191,10 @@ class Predictor:
 
         name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused"
         self.metadata = MetadataCatalog.get(name)
+        if classes is not None:
+            checkpoint_classes.log_difference(classes, self.metadata if len(cfg.DATASETS.TEST) else None, source,
+                                              "using the weights' names")
+            self.metadata = checkpoint_classes.as_metadata(classes)
         names = list(getattr(self.metadata, "thing_classes", None) or class_names or [])
         self.class_names = names + [str(i) for i in range(len(names), model_num_classes(cfg))]
         self.dataset_ids = category_ids(self.metadata, len(self.class_names))

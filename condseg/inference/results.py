@@ -34,12 +34,14 @@ def category_ids(metadata, num_classes: int) -> List[int]:
     """Dataset category id of each contiguous class index, as detectron2's
     ``COCOEvaluator`` maps them: through ``thing_dataset_id_to_contiguous_id`` when the
     metadata has it (COCO-format datasets), else the index itself (the evaluator inlines
-    this map and has no function of it to call)."""
+    this map and has no function of it to call). Classes past the map (a model with more
+    classes than its dataset) get ids past the dataset's largest, so that no two share one."""
     mapping = getattr(metadata, "thing_dataset_id_to_contiguous_id", None)
     if not mapping:
         return list(range(num_classes))
     reverse = {v: k for k, v in mapping.items()}
-    return [int(reverse.get(i, i)) for i in range(num_classes)]
+    spare = iter(range(max(mapping) + 1, max(mapping) + 1 + num_classes))
+    return [int(reverse[i]) if i in reverse else next(spare) for i in range(num_classes)]
 
 
 def decode_segmentation(segmentation: Dict) -> np.ndarray:

@@ -5,6 +5,8 @@ decodes frames into a bounded queue, the calling thread runs the model on batche
 and a writer thread tracks, draws, encodes and records each frame. OpenCV's decoding,
 drawing and encoding and torch's kernels release the GIL, so the stages overlap for
 real. Sequential (``overlap=False``) runs them one after the other, batch by batch.
+Frames per model call are fixed, or measured on the first frames
+(:class:`~condseg.inference.frames_per_call.FramesPerCall`).
 
 Frames that cannot be decoded are skipped and reported with their index; the output
 video and the ``frames`` of the json hold the same frames, in the same order. On an
@@ -23,10 +25,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from condseg.inference.frames_per_call import FramesPerCall, batches
 from condseg.inference.render import color_of
 from condseg.inference.results import video_results_file
 from condseg.inference.sinks import VideoSink, display_available, show_image
-from condseg.inference.sources import VideoInfo, batched, open_video, read_frames
+from condseg.inference.sources import VideoInfo, open_video, read_frames
 from condseg.inference.summary import VideoSummary
 from condseg.inference.tracking import IoUTracker
 
@@ -39,7 +42,7 @@ _Frame = Tuple[int, np.ndarray]  # index in decoding order, (H, W, 3) uint8 BGR
 
 
 def run_video(predictor, source: Union[str, int], output: Optional[str] = None, json_path: Optional[str] = None,
-              batch_size: int = 1, overlap: bool = True, show: bool = False, progress: bool = True,
+              batch_size: Union[int, FramesPerCall] = 1, overlap: bool = True, show: bool = False, progress: bool = True,
               max_frames: Optional[int] = None, queue_size: int = 8) -> VideoSummary:
     """Run ``predictor`` (a :class:`condseg.Predictor`) on every frame of a video file or camera.
 
@@ -47,7 +50,8 @@ def run_video(predictor, source: Union[str, int], output: Optional[str] = None, 
         source: a video path, or a camera index.
         output: rendered video path (``.mp4``, ``.avi``...), or None.
         json_path: per-frame results (:func:`condseg.inference.results.video_results_file`), or None.
-        batch_size: frames per model call.
+        batch_size: frames per model call, or a :class:`FramesPerCall` (e.g.
+            ``FramesPerCall.measured()``: 1 or 2, measured on the first frames).
         overlap: decode, model and draw/encode at the same time (see the module docstring).
         show: also show the rendered frames in a window (``q`` or Esc stops).
         progress: a progress bar (frames done, frames/s, time left) on stderr.
@@ -58,8 +62,7 @@ def run_video(predictor, source: Union[str, int], output: Optional[str] = None, 
         A :class:`condseg.inference.summary.VideoSummary`; ``complete`` is False when the
         run was interrupted.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    frames_per_call = batch_size if isinstance(batch_size, FramesPerCall) else FramesPerCall(batch_size)
     cap, info = open_video(source)
     total = info.num_frames if max_frames is None else min(info.num_frames or max_frames, max_frames)
     summary = VideoSummary(info=info, overlap=overlap)
@@ -70,14 +73,14 @@ def run_video(predictor, source: Union[str, int], output: Optional[str] = None, 
     bar = None
     if progress:
         bar = tqdm(total=total, unit="frame", desc=os.path.basename(info.name) or info.name, dynamic_ncols=True)
-    stages = _Stages(predictor, info, summary, sink, bool(json_path), show, bar)
+    stages = _Stages(predictor, info, summary, sink, bool(json_path), show, bar, frames_per_call)
     frames = stages.decoded(cap, max_frames)
     start = time.perf_counter()
     try:
         if overlap:
-            _run_overlapped(stages, frames, batch_size, queue_size)
+            _run_overlapped(stages, frames, queue_size)
         else:
-            _run_sequential(stages, frames, batch_size)
+            _run_sequential(stages, frames)
     except BaseException:
         summary.complete = False
         raise
@@ -105,8 +108,9 @@ class _Stages:
     a batch, and tracking, drawing, encoding and recording a frame."""
 
     def __init__(self, predictor, info: VideoInfo, summary: VideoSummary, sink: Optional[VideoSink],
-                 record: bool, show: bool, bar):
+                 record: bool, show: bool, bar, frames_per_call: FramesPerCall):
         self.predictor, self.info, self.summary = predictor, info, summary
+        self.frames_per_call = frames_per_call
         self.sink, self.record, self.show, self.bar = sink, record, show, bar
         self.tracker = IoUTracker()
         self.records: List[Dict] = []  # per frame, for the json
@@ -129,7 +133,9 @@ class _Stages:
         """One model call on a batch of frames -> their ``Instances``."""
         t0 = time.perf_counter()
         outputs = self.predictor.predict_batch([frame for _, frame in batch])
-        self.summary.model += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.summary.model += seconds
+        self.frames_per_call.record(len(batch), seconds)
         self.summary.batches += 1
         return outputs
 
@@ -165,14 +171,14 @@ class _Stages:
             show_image(self.info.name, frame, 1)
 
 
-def _run_sequential(stages: _Stages, frames: Iterable[_Frame], batch_size: int) -> None:
-    for batch in batched(frames, batch_size):
+def _run_sequential(stages: _Stages, frames: Iterable[_Frame]) -> None:
+    for batch in batches(frames, stages.frames_per_call):
         for (index, frame), instances in zip(batch, stages.predict(batch)):
             stages.finish(index, frame, instances)
             stages.show_latest()
 
 
-def _run_overlapped(stages: _Stages, frames: Iterable[_Frame], batch_size: int, queue_size: int) -> None:
+def _run_overlapped(stages: _Stages, frames: Iterable[_Frame], queue_size: int) -> None:
     """Decode in a reader thread, model here, finish in a writer thread. When stopped
     early, the writer still finishes what the model already produced."""
     stop = threading.Event()
@@ -184,7 +190,7 @@ def _run_overlapped(stages: _Stages, frames: Iterable[_Frame], batch_size: int, 
     for w in workers:
         w.start()
     try:
-        for batch in batched(_take(decoded, workers), batch_size):
+        for batch in batches(_take(decoded, workers), stages.frames_per_call):
             for (index, frame), instances in zip(batch, stages.predict(batch)):
                 _put_watching(predicted, (index, frame, instances), workers)
             _raise_worker_error(workers)

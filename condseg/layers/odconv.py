@@ -30,8 +30,11 @@ How the three relate (same class, same forward, only the attention branch differ
 The forward runs one of the formulations of :mod:`condseg.layers.odconv_formulations`
 (``impl``, :data:`IMPLS`; same outputs and gradients up to float rounding), chosen per
 layer: ``MODEL.ODCONV.IMPL`` reaches the constructor, ``"auto"`` is the dispatch rule
-(:func:`~condseg.layers.odconv_formulations.auto_impl`), and ``layer.impl`` can be
-reassigned on a built layer (it holds no state).
+(:func:`~condseg.layers.odconv_formulations.auto_impl`), or with ``autotune``
+(``MODEL.ODCONV.AUTOTUNE``) the formulation measured fastest at the first use of each
+input shape, cached per machine (:mod:`condseg.layers.odconv_autotune`); ``layer.impl``
+and ``layer.autotune`` can be reassigned on a built layer (they hold no state), and
+:meth:`ODConv2d.resolved_impl` says what a forward on a given input runs.
 """
 from typing import Dict, Optional, Sequence
 
@@ -40,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .odconv_attention import ATTENTIONS, KERNEL_ACTIVATIONS, ODAttention
+from .odconv_autotune import default_tuner
 from .odconv_formulations import FORWARDS, IMPLS, WINOGRAD_TILE, aggregate, auto_impl, check_impl, impls_for
 from .winograd import TILE_SIZES
 
@@ -81,6 +85,10 @@ class ODConv2d(nn.Module):
         hidden: ``fc -> BN -> ReLU`` before the heads (ODConv, DyConv) or heads straight
             on the pooled input (CondConv).
         impl: ``"auto"`` or one of :data:`IMPLS` (see the module docstring).
+        autotune: with ``impl="auto"``, measure the formulations at the first use of each
+            input shape and keep the fastest (:mod:`condseg.layers.odconv_autotune`;
+            ``layer.tuner``, None by default, is the process-wide
+            :func:`~condseg.layers.odconv_autotune.default_tuner`); False: the fixed rule.
         winograd_tile: m of the F(m x m, 3x3) that ``"winograd"`` runs, one of
             :data:`condseg.layers.winograd.TILE_SIZES` (default :data:`WINOGRAD_TILE`).
     Shapes: ``x [B, C_in, H, W]`` -> ``[B, C_out, H_out, W_out]`` as ``nn.Conv2d``.
@@ -105,6 +113,7 @@ class ODConv2d(nn.Module):
         kernel_activation: str = "softmax",
         hidden: bool = True,
         impl: str = "auto",
+        autotune: bool = False,
         winograd_tile: int = WINOGRAD_TILE,
         norm: Optional[nn.Module] = None,
         activation=None,
@@ -167,6 +176,8 @@ class ODConv2d(nn.Module):
                 f"kernel_size {k}, stride {self.stride}, dilation {self.dilation}, groups {groups}"
             )
         self.impl = impl
+        self.autotune = bool(autotune)
+        self.tuner = None  # an ODConvTuner of its own; None: the process-wide one
         self.winograd_tile = winograd_tile
         self.reset_parameters()
 
@@ -207,9 +218,15 @@ class ODConv2d(nn.Module):
         kernel, stride 1, dilation 1, one group."""
         return self.kernel_size == 3 and self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
 
-    def resolved_impl(self, x: torch.Tensor) -> str:
-        """The formulation a forward on ``x`` uses (``"auto"`` resolved)."""
-        return self.impl if self.impl != "auto" else auto_impl(self, x)
+    def resolved_impl(self, x: torch.Tensor, att: Optional[Dict[str, torch.Tensor]] = None) -> str:
+        """The formulation a forward on ``x`` uses (``"auto"`` resolved: by the rule, or with
+        ``autotune`` by the tuner, which measures now if this input's shape is new, with the
+        attentions ``att`` of the forward or random ones)."""
+        if self.impl != "auto":
+            return self.impl
+        if self.autotune:
+            return (self.tuner or default_tuner()).choose(self, x, att)
+        return auto_impl(self, x)
 
     def extra_repr(self) -> str:
         s = (
@@ -218,6 +235,7 @@ class ODConv2d(nn.Module):
             f"heads={self.attention.heads}, kernel_activation={self.attention.kernel_activation}, "
             f"temperature={self.temperature}, impl={self.impl}"
         )
+        s += ", autotune=True" if self.autotune else ""
         return s + (", bias=True" if self.bias is not None else "")
 
     # ------------------------------------------------------------- attentions
@@ -238,7 +256,7 @@ class ODConv2d(nn.Module):
             y = F.conv2d(x, self.weight[0], None, self.stride, self.padding, self.dilation, self.groups)
         else:
             att = self.attention(x)
-            y = FORWARDS[self.resolved_impl(x)](self, x, att)
+            y = FORWARDS[self.resolved_impl(x, att)](self, x, att)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1).to(y.dtype)
         if self.norm is not None:

@@ -3,11 +3,30 @@ from condseg.benchmark import odconv
 from condseg.benchmark.harness import agreement, select
 
 
-def test_odconv_formulations_agree_at_a_resnet50_stage_shape():
-    specs = select(odconv.plan(["cpu"]), ["stage=res5", "batch=2", "kernel_num=4", "mode=train"])
+def test_odconv_formulations_agree_at_a_resnet50_stage_shape(tmp_path):
+    specs = select(odconv.plan(["cpu"], str(tmp_path)), ["stage=res5", "batch=2", "kernel_num=4", "mode=train"])
+    specs = [s for s in specs if s["impl"] != "auto-measured"]  # one of the others (measuring it: the next test)
     assert specs[0]["impl"] == "batch_groups" and len(specs) >= 3
     diffs = agreement(odconv.CASE, specs)
     assert max(diffs) < 1e-3, list(zip([s["impl"] for s in specs], diffs))
+
+
+def test_auto_rows_measure_or_apply_the_rule_and_the_report_lists_the_choices(tmp_path):
+    import torch
+
+    from condseg.layers.odconv_autotune import CACHE_FILE
+
+    measured = odconv.build_layer("auto-measured", "res5", 1, autotune_cache=str(tmp_path))
+    rule = odconv.build_layer("auto-rule", "res5", 1)
+    assert (measured.impl, measured.autotune, rule.impl, rule.autotune) == ("auto", True, "auto", False)
+    [spec] = select(odconv.plan(["cpu"], str(tmp_path)), ["stage=res5", "batch=2", "kernel_num=1", "mode=infer",
+                                                         "impl=auto-measured"])
+    with torch.no_grad():
+        odconv.CASE.make_run(spec)()  # chooses before it returns the run
+    assert (tmp_path / CACHE_FILE).exists()
+    row = {**spec, "median_s": 1.0, "peak_mb": 0.0}
+    text = odconv.report([{**row, "impl": "batch_groups"}, row])
+    assert "| auto-measured | 1000.0 ms |" in text and "batch 2 size 28x40 | float32 cpu | infer: " in text
 
 
 def test_winograd_rows_run_the_tile_they_name():

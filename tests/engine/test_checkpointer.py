@@ -25,6 +25,17 @@ def test_save_writes_the_file_and_last_checkpoint_through_a_rename(tmp_path):
     assert torch.load(tmp_path / "model_0000004.pth", weights_only=False)["iteration"] == 4
 
 
+def test_every_save_carries_the_class_entry_it_was_given(tmp_path):
+    entry = {"thing_classes": ["a", "b"], "thing_dataset_id_to_contiguous_id": {5: 0, 9: 1}, "datasets": ["mine"]}
+    (tmp_path / "named").mkdir()
+    (tmp_path / "plain").mkdir()
+    AtomicCheckpointer(_model(), str(tmp_path / "named"), classes=entry).save("model_0000004", iteration=4)
+    AtomicCheckpointer(_model(), str(tmp_path / "plain")).save("model_0000004", iteration=4)
+    named = torch.load(tmp_path / "named" / "model_0000004.pth", weights_only=False)
+    assert named["classes"] == entry and named["iteration"] == 4
+    assert "classes" not in torch.load(tmp_path / "plain" / "model_0000004.pth", weights_only=False)
+
+
 def test_a_failing_write_leaves_the_previous_checkpoints_as_they_were(tmp_path, monkeypatch):
     c = AtomicCheckpointer(_model(1.0), str(tmp_path))
     c.save("model_0000004")

@@ -20,6 +20,7 @@ from condseg.config_setup import setup_cfg
 from condseg.export import ExportableModel, OnnxModel, export_onnx
 from condseg.export.metadata import class_names_of
 from condseg.inference.predictor import load_weights_strict
+from condseg.modeling.condinst.condinst import postprocess_masks
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SIZES = ((100, 150), (160, 96), (203, 131))  # one file, three sizes (two need padding)
@@ -196,6 +197,27 @@ def test_no_detections_is_an_empty_result(condinst_cfg, tmp_path):
 
 
 @pytest.mark.slow
+def test_stride_masks_are_the_models_global_masks_with_padding(condinst_cfg, tmp_path):
+    """``mask_resolution="stride"`` on an image that needs padding, under a static
+    maximum: the ``(N, H_pad / 4, W_pad / 4)`` probabilities the model pastes, the rows
+    past ``num_detections`` zero, and the metadata the caller pastes with."""
+    cfg = condinst_cfg(*LOOSE)
+    model, path = _export(cfg, tmp_path, max_detections=16, mask_resolution="stride")
+    m = OnnxModel(path)
+    d = model.backbone.size_divisibility
+    assert (m.mask_resolution, m.mask_stride, m.size_divisibility) == ("stride", 4, d) and d > 1
+    padded = (-(-100 // d) * d, -(-150 // d) * d)
+    image = _image(100, 150)
+    ref, out = _reference(model, image), m(image)
+    n = int(out["num_detections"])
+    assert 0 < n == len(ref) and out["masks"].shape == (16, padded[0] // 4, padded[1] // 4)
+    assert not out["masks"][n:].any()
+    # pasted by the model's function, they are the model's masks
+    pasted = postprocess_masks(torch.from_numpy(out["masks"][:n])[:, None], padded, (100, 150), (100, 150))
+    assert mask_ious(pasted.numpy(), ref.pred_masks.numpy()).min() >= 0.999
+
+
+@pytest.mark.slow
 def test_static_shapes_pad_to_max_detections(condinst_cfg, tmp_path):
     cfg = condinst_cfg(*LOOSE)
     model, path = _export(cfg, tmp_path, static_size=(96, 128), max_detections=16)
@@ -230,6 +252,9 @@ def test_checker_passes_and_metadata_round_trips(condinst_export):
     assert m.config == cfg.dump() and m.static_size is None and m.max_detections is None
     assert m.output_names == ["boxes", "scores", "classes", "masks"] == m.metadata["outputs"]
     assert [f for f in os.listdir(os.path.dirname(path)) if f != "model.onnx"] == []  # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # readable like any file written there
 
 
 @pytest.mark.slow

@@ -4,11 +4,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from detectron2.data import MetadataCatalog
 
 from condseg import Predictor
 from condseg.data.shapes_video import moving_scenes
-from condseg.data.shapes import render_scene
+from condseg.data.shapes import SHAPES_CLASSES, render_scene
 from condseg.inference import WeightsMismatchError
+from builders.classes import QUIRKY_CLASSES, QUIRKY_ID_MAP
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +87,33 @@ def test_records_and_coco_file(predictor, images):
     coco = predictor.to_coco([{"id": 7, "file_name": "a.png", "height": 120, "width": 160}], [inst])
     assert [a["image_id"] for a in coco["annotations"]] == [7] * len(inst)
     assert len(coco["categories"]) == len(predictor.class_names)
+
+
+def test_weights_bring_the_class_names_they_were_trained_on(named_tiny_model, images, condseg_log):
+    config, weights, entry = named_tiny_model
+    predictor = Predictor(config, weights, confidence_threshold=0.0)
+    assert predictor.metadata.thing_classes == QUIRKY_CLASSES
+    assert predictor.metadata.thing_dataset_id_to_contiguous_id == QUIRKY_ID_MAP
+    assert predictor.class_names == QUIRKY_CLASSES + ["4", "5", "6", "7"]  # 8 classes in the model, 4 in the json
+    assert predictor.dataset_ids == [3, 7, 42, 99, 100, 101, 102, 103]
+    inst = predictor(images[0])
+    assert len(inst)
+    records = predictor.to_records(inst)
+    assert [r["category_name"] for r in records] == [predictor.class_names[c] for c in inst.pred_classes.tolist()]
+    assert [r["category_id"] for r in records] == [predictor.dataset_ids[c] for c in inst.pred_classes.tolist()]
+    coco = predictor.to_coco([{"id": 1, "file_name": "a.png", "height": 120, "width": 160}], [inst])
+    assert coco["categories"][:4] == [{"id": 3, "name": "circle"}, {"id": 7, "name": "square"},
+                                      {"id": 42, "name": "triangle"}, {"id": 99, "name": "hexagon"}]
+    assert condseg_log.text.count(
+        f"{weights}: the weights were trained on 4 classes (circle, square, triangle, hexagon); the config's "
+        "dataset condseg_shapes_val has 8 (ellipse, triangle, ") == 1
+
+
+def test_weights_without_class_names_keep_the_configs_dataset(tiny_model, condseg_log):
+    predictor = Predictor(*tiny_model)  # the checkpoint of an older training, or a converted one
+    assert predictor.metadata is MetadataCatalog.get("condseg_shapes_val")
+    assert predictor.class_names == list(SHAPES_CLASSES) and predictor.dataset_ids == list(range(8))
+    assert "trained on" not in condseg_log.text
 
 
 def test_weights_that_do_not_match_the_config_name_the_file(tiny_model, tmp_path):

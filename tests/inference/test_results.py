@@ -51,6 +51,7 @@ def test_category_ids_follow_the_dataset_mapping():
 
     assert category_ids(Meta(), 2) == [1, 5]
     assert category_ids(object(), 3) == [0, 1, 2]
+    assert category_ids(Meta(), 4) == [1, 5, 6, 7]  # a model with more classes: no id taken twice
 
 
 def test_coco_file_loads_with_pycocotools_and_load_res(tmp_path):

@@ -1,11 +1,14 @@
 """The video pipeline: overlapped equals sequential at any batch size, an interrupted
-run leaves a valid, shorter video and its json."""
+run leaves a valid, shorter video and its json, measured frames per model call keep the
+faster size."""
 import json
+import time
 
 import cv2
 import pytest
 
 from condseg import Predictor
+from condseg.inference.frames_per_call import FramesPerCall
 from condseg.inference.results import decode_segmentation
 from condseg.inference.video import run_video
 from builders.videos import shapes_video
@@ -78,3 +81,26 @@ def test_an_interrupted_run_leaves_a_valid_shorter_video(predictor, avi, tmp_pat
     assert n == 5 and size == (128, 96) and fps == pytest.approx(12.0)
     data = _frames_json(js)
     assert data["complete"] is False and [f["frame"] for f in data["frames"]] == [0, 1, 2, 3, 4]
+
+
+class _CallOverheadPredictor:
+    """Wraps a predictor and adds a fixed cost to every model call (batching amortises it)."""
+
+    def __init__(self, inner, seconds):
+        self.inner, self.seconds = inner, seconds
+
+    def predict_batch(self, images):
+        time.sleep(self.seconds)
+        return self.inner.predict_batch(images)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_measured_frames_per_call_keep_the_faster_size(predictor, avi, tmp_path):
+    frames = FramesPerCall.measured((1, 2), calls=3)
+    s = run_video(_CallOverheadPredictor(predictor, 0.3), avi, json_path=str(tmp_path / "f.json"), batch_size=frames,
+                  progress=False)
+    # 1, 2, 1, 2, 1, 2, 1, 2 (the first of each a warm-up): the 12 frames in 8 calls, then 2 kept
+    assert s.frames == 12 and s.batches == 8 and frames.size == 2
+    assert frames.description.startswith("2, measured on the first 12 frames")

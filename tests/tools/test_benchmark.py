@@ -36,3 +36,24 @@ def test_a_case_runs_in_measuring_processes_and_writes_its_json(tmp_path):
     assert data["meta"]["processor"].endswith(" CPUs") and "(" in data["meta"]["processor"]  # name (extensions), N CPUs
     [row] = data["results"]
     assert row["impl"] == "conv2d" and row["rounds"] == 2 and len(row["times_s"]) == 2 and row["median_s"] > 0
+
+
+def test_a_case_takes_its_own_options_and_defaults_and_prints_its_report(tmp_path, capsys):
+    """The model case's options reach its plan, its own repeats and warm-up apply unless given,
+    its report is printed; another case refuses them."""
+    import pytest
+
+    from condseg.benchmark import model
+
+    out = tmp_path / "model.json"
+    weights = str(tmp_path / "none.pth")
+    _benchmark_tool().main(["model", "--device", "cpu", "--only", "mode=paste", "impl=chunked", "--rounds", "1",
+                            "--condinst-weights", weights, "--json", str(out)])
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["options"] == {"condinst_weights": weights, "mask_rcnn_weights": model.WEIGHTS["mask_rcnn"]}
+    assert (meta["rounds"], meta["repeats"], meta["warmup"]) == (1, model.CASE.defaults["repeats"],
+                                                                model.CASE.defaults["warmup"])
+    assert "| chunked (32 MiB) | 100 | 1333x800 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        _benchmark_tool().main(["dcn", "--condinst-weights", weights])
+    assert "--condinst-weights is an option of the model case" in capsys.readouterr().err

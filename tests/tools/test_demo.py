@@ -12,8 +12,11 @@ import pytest
 import torch
 
 from condseg import Predictor
+from condseg.data import SHAPES_CLASSES
+from condseg.inference import predictor as predictor_module
 from condseg.inference.render import color_of, draw_instances, instance_labels
 from condseg.inference.results import decode_segmentation
+from builders.classes import QUIRKY_CLASSES
 from builders.videos import corrupt_mjpeg_frame, shapes_video
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
@@ -211,6 +214,44 @@ def test_single_image_to_a_file(tiny_model, tmp_path):
     assert cv2.imread(str(tmp_path / "drawn.jpg")).shape == (64, 80, 3)
 
 
+def test_weights_trained_on_a_coco_json_draw_their_own_class_names(coco_training, tmp_path, condseg_log,
+                                                                   monkeypatch):
+    """The quickstart config (its dataset: the 8 shapes) with only MODEL.WEIGHTS of a model
+    trained on a 4-class json: the drawing and the json use the json's names and ids."""
+    drawn = []
+
+    def recording(image, boxes, masks, labels, *args, **kwargs):
+        drawn.extend(labels)
+        return draw_instances(image, boxes, masks, labels, *args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "draw_instances", recording)
+    js = tmp_path / "preds.json"
+    images = [os.path.join(coco_training.image_root, f"img_00{i}.png") for i in (1, 2)]
+    rc = demo.main(["--config-file", coco_training.config, "--input", *images, "--output",
+                    str(tmp_path / "rendered"), "--json", str(js), "--confidence-threshold", "0", "--no-progress",
+                    "--opts", "MODEL.WEIGHTS", coco_training.final])
+    assert rc == 0
+    data = json.loads(js.read_text())
+    names = QUIRKY_CLASSES + ["4", "5", "6", "7"]  # the quickstart model has 8 classes, the json 4
+    assert [c["name"] for c in data["categories"]] == names
+    ids = [c["id"] for c in data["categories"]]
+    assert ids[:4] == [3, 7, 42, 99] and len(set(ids)) == 8
+    assert data["annotations"] and {a["category_id"] for a in data["annotations"]} <= set(ids)
+    assert drawn and {label.rsplit(" ", 1)[0] for label in drawn} <= set(names)
+    line = ("the weights were trained on 4 classes (circle, square, triangle, hexagon); "
+            "the config's dataset condseg_shapes_val has 8")
+    assert condseg_log.text.count(line) == 1 and coco_training.final in condseg_log.text
+
+
+def test_weights_without_class_names_keep_the_configs(tiny_model, tmp_path, condseg_log):
+    src = tmp_path / "one.png"
+    cv2.imwrite(str(src), np.full((64, 80, 3), 128, np.uint8))
+    assert _run(tiny_model, "--input", str(src), "--json", str(tmp_path / "preds.json")) == 0
+    data = json.loads((tmp_path / "preds.json").read_text())
+    assert data["categories"] == [{"id": i, "name": n} for i, n in enumerate(SHAPES_CLASSES)]
+    assert "trained on" not in condseg_log.text
+
+
 def test_corrupt_frame_is_reported_with_its_index(tiny_model, tmp_path, capsys):
     avi = shapes_video(str(tmp_path / "clip.avi"), frames=10)
     bad = str(tmp_path / "bad.avi")
@@ -277,12 +318,14 @@ def test_command_line_shows_progress_and_summary(tiny_model, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "6/6" in proc.stderr and "frame/s" in proc.stderr  # tqdm: frames done, rate
     assert "frames/s end to end" in proc.stdout and "per frame: model" in proc.stdout
+    assert "frames per model call: alternating 1 and 2" in proc.stdout  # 6 frames: too few to settle
     assert os.path.isfile(tmp_path / "rendered" / "c.mp4")  # a folder output: named after the input
 
 
-def test_video_files_batch_two_frames_per_model_call_by_default():
+def test_video_files_measure_their_frames_per_model_call_by_default():
     parse = demo.get_parser().parse_args
-    assert demo.batch_size(parse(["--config-file", "c.yaml", "--video-input", "v.mp4"])) == demo.VIDEO_BATCH == 2
+    assert demo.batch_size(parse(["--config-file", "c.yaml", "--video-input", "v.mp4"])) is None  # measured
+    assert demo.VIDEO_BATCHES == (1, 2)
     assert demo.batch_size(parse(["--config-file", "c.yaml", "--webcam"])) == 1  # a frame of latency otherwise
     assert demo.batch_size(parse(["--config-file", "c.yaml", "--input", "a.png"])) == 1
     assert demo.batch_size(parse(["--config-file", "c.yaml", "--video-input", "v.mp4", "--batch-size", "3"])) == 3

@@ -5,11 +5,7 @@ import json
 import os
 
 import pytest
-from detectron2.modeling import build_model
 
-from condseg.config_setup import setup_cfg
-from condseg.engine import Trainer
-from condseg.inference.predictor import load_weights_strict
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DATA = ["DATASETS.SHAPES.NUM_VAL", "8", "DATASETS.SHAPES.MIN_SIZE", "128", "DATASETS.SHAPES.MAX_SIZE", "192"]
@@ -23,19 +19,27 @@ def _tool():
 
 
 @pytest.mark.slow
-def test_exported_model_ap_equals_the_pytorch_models(tiny_model, tiny_onnx, tmp_path, monkeypatch):
+def test_compare_evaluates_both_and_prints_the_differences(tiny_model, tiny_onnx, tmp_path, monkeypatch, capsys):
+    """--compare: the exported model's AP and the PyTorch model's (same evaluator, loader and
+    data) within 0.1, and the same detections, one by one."""
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
-    config, weights = tiny_model
-    cfg = setup_cfg(config, [*DATA, "OUTPUT_DIR", str(tmp_path / "pytorch")])
-    model = build_model(cfg).eval()
-    load_weights_strict(model, weights)
-    expected = Trainer.test(cfg, model)
-    got = _tool().evaluate(tiny_onnx, str(tmp_path / "onnx"), DATA)
-    for task in ("bbox", "segm"):
-        for metric, value in expected[task].items():
-            assert got[task][metric] == pytest.approx(value, abs=0.1, nan_ok=True), (task, metric)
-    # the random-weight detector scores little AP: compare what was evaluated, detection by detection
-    ours, theirs = (_results(tmp_path / name) for name in ("onnx", "pytorch"))
+    out = tmp_path / "eval"
+    assert _tool().main(["--model", tiny_onnx, "--output", str(out), "--compare", tiny_model[1], *DATA]) == 0
+    printed = capsys.readouterr().out
+    assert "| task   | metric" in printed and "| segm   | AP " in printed and "(within --tolerance 0.1)" in printed
+    _same_detections(out, out / "pytorch")
+    assert _tool().main(["--model", tiny_onnx, "--compare", str(tmp_path / "none.pth")]) == 1
+
+
+def test_differences_pairs_the_metrics_both_have():
+    rows = _tool().differences({"segm": {"AP": 10.0, "AP-a": float("nan"), "APs": 1.0}, "bbox": {"AP": 2.0}},
+                               {"segm": {"AP": 10.25, "AP-a": float("nan")}})
+    assert rows[0] == ["segm", "AP", 10.0, 10.25, 0.25] and rows[1][:2] == ["segm", "AP-a"] and len(rows) == 2
+
+
+def _same_detections(onnx_dir, pytorch_dir):
+    """The random-weight detector scores little AP: compare what was evaluated, detection by detection."""
+    ours, theirs = (_results(d) for d in (onnx_dir, pytorch_dir))
     assert len(ours) == len(theirs) > 0
     for a, b in zip(ours, theirs):
         assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
@@ -45,7 +49,7 @@ def test_exported_model_ap_equals_the_pytorch_models(tiny_model, tiny_onnx, tmp_
 
 def _results(output_dir):
     """The detections COCOEvaluator evaluated, in a fixed order."""
-    path = next(output_dir.rglob("coco_instances_results.json"))
+    path = next(output_dir.glob("inference/*/coco_instances_results.json"))
     with open(path) as f:
         records = json.load(f)
     return sorted(records, key=lambda r: (r["image_id"], -r["score"]))

@@ -35,27 +35,30 @@ def _geometry(conv) -> dict:
     }
 
 
-def _odconv(conv, norm: str, kernel_num: int, reduction: float, impl: str) -> ODConv2d:
+def _odconv(conv, norm: str, kernel_num: int, reduction: float, impl: str, autotune: bool) -> ODConv2d:
     """An ODConv2d with the geometry of the detectron2 ``Conv2d`` it replaces."""
     return ODConv2d(
-        **_geometry(conv), kernel_num=kernel_num, reduction=reduction, impl=impl, norm=get_norm(norm, conv.out_channels)
+        **_geometry(conv), kernel_num=kernel_num, reduction=reduction, impl=impl, autotune=autotune,
+        norm=get_norm(norm, conv.out_channels),
     )
 
 
 class ODBasicBlock(BasicBlock):
     """detectron2's ``BasicBlock`` with ODConv 3x3 convs (``conv1`` carries the stride)."""
 
-    def __init__(self, in_channels, out_channels, *, stride=1, norm="BN", kernel_num=4, reduction=0.0625, impl="auto"):
+    def __init__(self, in_channels, out_channels, *, stride=1, norm="BN", kernel_num=4, reduction=0.0625, impl="auto",
+                 autotune=False):
         super().__init__(in_channels, out_channels, stride=stride, norm=norm)
-        self.conv1 = _odconv(self.conv1, norm, kernel_num, reduction, impl)
-        self.conv2 = _odconv(self.conv2, norm, kernel_num, reduction, impl)
+        self.conv1 = _odconv(self.conv1, norm, kernel_num, reduction, impl, autotune)
+        self.conv2 = _odconv(self.conv2, norm, kernel_num, reduction, impl, autotune)
 
 
 class ODBottleneckBlock(BottleneckBlock):
     """detectron2's ``BottleneckBlock`` with ODConv 1x1/3x3/1x1 convs; the stride is on the
     3x3 conv (``stride_in_1x1=False``), as in the published OD-ResNet."""
 
-    def __init__(self, in_channels, out_channels, *, kernel_num=4, reduction=0.0625, impl="auto", **kwargs):
+    def __init__(self, in_channels, out_channels, *, kernel_num=4, reduction=0.0625, impl="auto", autotune=False,
+                 **kwargs):
         if kwargs.get("stride_in_1x1"):
             raise ValueError(
                 "ODConv stages put the stride on the 3x3 conv, as the published OD-ResNet: "
@@ -64,7 +67,7 @@ class ODBottleneckBlock(BottleneckBlock):
         super().__init__(in_channels, out_channels, **kwargs)
         norm = kwargs.get("norm", "BN")
         for name in ("conv1", "conv2", "conv3"):
-            setattr(self, name, _odconv(getattr(self, name), norm, kernel_num, reduction, impl))
+            setattr(self, name, _odconv(getattr(self, name), norm, kernel_num, reduction, impl, autotune))
 
 
 class _DeformConv2:

@@ -9,7 +9,7 @@ training possible, and each stage's block convolutions are chosen from the confi
 * deformable, ``MODEL.RESNETS.DEFORM_ON_PER_STAGE`` (DCNv2 if ``DEFORM_MODULATED``,
   else DCNv1, ``DEFORM_NUM_GROUPS`` offset groups, ``DEFORM_IMPL``) on the 3x3 ``conv2``,
   through :class:`condseg.layers.DeformConv2d` (never detectron2's compiled op);
-* ODConv, ``MODEL.ODCONV.ON_PER_STAGE`` (``KERNEL_NUM``, ``REDUCTION``, ``IMPL``): the
+* ODConv, ``MODEL.ODCONV.ON_PER_STAGE`` (``KERNEL_NUM``, ``REDUCTION``, ``IMPL``, ``AUTOTUNE``): the
   OD-ResNet layout, every block conv dynamic, stem and shortcuts plain.
 """
 from detectron2.layers import ShapeSpec
@@ -91,6 +91,7 @@ def build_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
                 kernel_num=od.KERNEL_NUM,
                 reduction=od.REDUCTION,
                 impl=od.IMPL,
+                autotune=od.AUTOTUNE,
             )
             if not basic:
                 kwargs["stride_in_1x1"] = False  # the OD-ResNet layout: stride on the 3x3
