@@ -39,8 +39,6 @@ def main(argv=None) -> int:
     parser.add_argument("--tolerance", type=float, default=0.1, help="largest AP difference --compare accepts")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="data-side config overrides")
     args = parser.parse_args(argv)
-    setup_logger(name="condseg")
-    setup_logger(name="detectron2")
     output = args.output or os.path.splitext(args.model)[0] + "_eval"
     try:
         got = evaluate(args.model, output, args.opts, args.threads)
@@ -102,4 +100,8 @@ def differences(expected, got):
 
 
 if __name__ == "__main__":
+    # here, not in main(): detectron2's setup_logger binds its handler to the sys.stdout of
+    # its first call (and caches it), so a caller of main() in the same process keeps its own
+    setup_logger(name="condseg")
+    setup_logger(name="detectron2")
     sys.exit(main())

@@ -59,7 +59,6 @@ def main(argv=None) -> int:
         parser.error(f"the config overrides must be KEY VALUE pairs, got an odd number: {' '.join(args.opts)}")
     if args.gt_json and args.dataset:
         parser.error("give --dataset or --gt-json, not both")
-    setup_logger(name="condseg")
     try:
         index = run(args)
         print(f"Evaluation report of {args.dataset or args.gt_json}: {index}")
@@ -97,4 +96,7 @@ def run(args) -> str:
 
 
 if __name__ == "__main__":
+    # here, not in main(): detectron2's setup_logger binds its handler to the sys.stdout of
+    # its first call (and caches it), so a caller of main() in the same process keeps its own
+    setup_logger(name="condseg")
     sys.exit(main())
