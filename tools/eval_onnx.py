@@ -41,9 +41,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     output = args.output or os.path.splitext(args.model)[0] + "_eval"
     try:
-        got = evaluate(args.model, output, args.opts, args.threads)
-        if args.compare:
-            expected = evaluate_pytorch(args.model, args.compare, os.path.join(output, "pytorch"), args.opts)
+        runner = OnnxRunner(args.model, threads=args.threads)
+        got = evaluate(args.model, output, args.opts, runner=runner)
+        if args.compare:  # the same exported config, not a second session to read it
+            expected = evaluate_pytorch(runner.cfg, args.compare, os.path.join(output, "pytorch"), args.opts)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -58,34 +59,37 @@ def main(argv=None) -> int:
     return 0 if worst <= args.tolerance else 3
 
 
-def evaluate(model: str, output_dir: str, opts=(), threads=None):
-    """The evaluation results (``{task: {metric: value}}``) of the exported ``model`` on
-    its config's ``DATASETS.TEST`` (after ``opts``), written under ``output_dir``."""
-    runner = OnnxRunner(model, threads=threads)
-    cfg = runner.cfg.clone()
+def data_cfg(exported_cfg, output_dir: str, opts=()):
+    """The exported config with the data-side ``opts`` and ``OUTPUT_DIR``, its datasets registered."""
+    cfg = exported_cfg.clone()
     cfg.defrost()
     cfg.merge_from_list(list(opts))
     cfg.OUTPUT_DIR = output_dir
     cfg.freeze()
     register_datasets_from_cfg(cfg)
+    return cfg
+
+
+def evaluate(model: str, output_dir: str, opts=(), threads=None, runner=None):
+    """The evaluation results (``{task: {metric: value}}``) of the exported ``model`` (or of
+    its already opened ``runner``) on its config's ``DATASETS.TEST`` (after ``opts``),
+    written under ``output_dir``."""
+    runner = runner or OnnxRunner(model, threads=threads)
+    cfg = data_cfg(runner.cfg, output_dir, opts)
     return Trainer.test(cfg, runner)  # the loader, the checks and the evaluator of tools/train_net.py --eval-only
 
 
-def evaluate_pytorch(model: str, weights: str, output_dir: str, opts=()):
-    """The evaluation results of the PyTorch model of ``model``'s exported config with
-    ``weights`` (loaded strictly), on the same datasets as :func:`evaluate`."""
+def evaluate_pytorch(exported_cfg, weights: str, output_dir: str, opts=()):
+    """The evaluation results of the PyTorch model of the exported config ``exported_cfg``
+    (an :class:`OnnxRunner`'s ``cfg``) with ``weights`` (loaded strictly), on the same
+    datasets as :func:`evaluate`."""
     from detectron2.modeling import build_model
 
     from condseg.inference.predictor import load_weights_strict
 
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"--compare: no such checkpoint: {weights}")
-    cfg = OnnxRunner(model).cfg.clone()
-    cfg.defrost()
-    cfg.merge_from_list(list(opts))
-    cfg.OUTPUT_DIR = output_dir
-    cfg.freeze()
-    register_datasets_from_cfg(cfg)
+    cfg = data_cfg(exported_cfg, output_dir, opts)
     net = build_model(cfg).eval()
     load_weights_strict(net, weights)
     return Trainer.test(cfg, net)
