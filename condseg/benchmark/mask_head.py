@@ -4,7 +4,8 @@ features (2, 8, 100, 136) with 50 and 500 instances: training step
 (forward, x2 aligned upsampling, sigmoid, dice loss against (200, 272) masks,
 backward; also "bmm+fused_loss", condseg's training path, where heads,
 upsampling, sigmoid, dice and their gradients run together in cache-sized
-blocks of instances) and inference (forward + sigmoid, no grad).
+blocks of instances) and inference (forward, x2 aligned upsampling, sigmoid,
+no grad; also "bmm+fused_probs", condseg's inference path, the same in blocks).
 """
 from .harness import Case
 
@@ -14,17 +15,19 @@ def runs(device: str, impl: str, num_instances: int, mode: str, seed: int = 0):
 
     ``impl``: ``grouped_conv`` (the published formulation: grouped convolutions, then
     upsampling, sigmoid and dice on the full-resolution tensors), ``bmm`` (condseg's heads,
-    same loss computation) or ``bmm+fused_loss`` (condseg's training path,
-    ``dynamic_mask_dice_loss``).
+    same loss computation), ``bmm+fused_loss`` (condseg's training path,
+    ``dynamic_mask_dice_loss``) or ``bmm+fused_probs`` (condseg's inference path,
+    ``dynamic_mask_probs``).
     """
     import torch
 
     from condseg.layers import (
         aligned_bilinear, dice_loss, dynamic_layer_shapes, dynamic_mask_dice_loss, dynamic_mask_heads,
+        dynamic_mask_probs,
     )
 
-    fused = impl.endswith("+fused_loss")
-    impl = impl.replace("+fused_loss", "")
+    fused = "+fused" in impl
+    impl = impl.split("+")[0]
 
     g = torch.Generator().manual_seed(seed)
     b, c, h, w = 2, 8, 100, 136
@@ -62,6 +65,8 @@ def runs(device: str, impl: str, num_instances: int, mode: str, seed: int = 0):
     else:
 
         def run():
+            if fused:
+                return dynamic_mask_probs(feats, params, im_inds, locations, soi, shapes, 8, 2)
             with torch.no_grad():
                 return aligned_bilinear(heads(params, feats), 2).sigmoid()
 
@@ -69,7 +74,7 @@ def runs(device: str, impl: str, num_instances: int, mode: str, seed: int = 0):
 
 
 def plan(devices):
-    impls = {"train": ("grouped_conv", "bmm", "bmm+fused_loss"), "infer": ("grouped_conv", "bmm")}
+    impls = {"train": ("grouped_conv", "bmm", "bmm+fused_loss"), "infer": ("grouped_conv", "bmm", "bmm+fused_probs")}
     return [
         {"case": "mask-head", "device": d, "impl": impl, "num_instances": n, "mode": mode}
         for d in devices

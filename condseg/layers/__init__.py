@@ -4,6 +4,7 @@ from .deform_conv import DeformConv2d, DeformConvWithOffset, offset_predictor, s
 from .deform_conv_grid_sample import deform_conv2d_grid_sample
 from .dynamic_conv import dynamic_layer_shapes, dynamic_mask_heads, dynamic_param_counts, parse_dynamic_params
 from .dynamic_mask_loss import dynamic_mask_dice_loss
+from .dynamic_mask_probs import dynamic_mask_probs
 from .losses import dice_loss, iou_loss, sigmoid_focal_loss
 from .odconv import ODConv2d, condconv2d, dyconv2d
 
@@ -18,6 +19,7 @@ __all__ = [
     "dynamic_layer_shapes",
     "dynamic_mask_heads",
     "dynamic_mask_dice_loss",
+    "dynamic_mask_probs",
     "dynamic_param_counts",
     "dyconv2d",
     "iou_loss",

@@ -32,17 +32,21 @@ def _phase_weight(s: int, factor: int) -> Tuple[int, float]:
     return (0, (s - pad) / factor) if s >= pad else (-1, (s - pad + factor) / factor)
 
 
-def _aligned_linear_1d(x: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
+def _aligned_linear_1d(x: torch.Tensor, factor: int, dim: int, out=None) -> torch.Tensor:
     """Upsample one axis of length n to ``factor * n``: output q samples the input at
     ``max(q - factor // 2, 0) / factor``, clamped to n - 1 (linear interpolation).
 
     Written phase by phase into the output, one pass: phase s of output cell j
     (``q = factor * j + s``) is ``lerp(x[j + shift], x[j + shift + 1], t)`` with
-    :func:`_phase_weight`, where ``x[n] := x[n - 1]`` and, for ``shift = -1``, cell 0 is ``x[0]``."""
+    :func:`_phase_weight`, where ``x[n] := x[n - 1]`` and, for ``shift = -1``, cell 0 is ``x[0]``.
+    ``out``: a contiguous tensor of the output's shape to write into (else a new one)."""
     n = x.shape[dim]
     shape = list(x.shape)
     shape[dim] = factor * n
-    out = x.new_empty(shape)
+    if out is None:
+        out = x.new_empty(shape)
+    else:
+        assert list(out.shape) == shape and out.is_contiguous(), (tuple(out.shape), shape)
     phases = out.unflatten(dim, (n, factor))
     first, last = x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1)
     for s in range(factor):
@@ -82,8 +86,10 @@ def _aligned_linear_1d_adjoint(grad: torch.Tensor, factor: int, dim: int) -> tor
     return out
 
 
-def _upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
-    return _aligned_linear_1d(_aligned_linear_1d(x, factor, 2), factor, 3)
+def _upsample(x: torch.Tensor, factor: int, rows=None, out=None) -> torch.Tensor:
+    """Both axes; ``rows`` / ``out``: contiguous tensors to write the rows' pass
+    ``(N, C, factor*H, W)`` and the output into (else new ones)."""
+    return _aligned_linear_1d(_aligned_linear_1d(x, factor, 2, rows), factor, 3, out)
 
 
 def aligned_bilinear_adjoint(grad: torch.Tensor, factor: int) -> torch.Tensor:

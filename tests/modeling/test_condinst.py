@@ -8,7 +8,7 @@ from detectron2.structures import Boxes, Instances
 
 import condseg  # noqa: F401
 from condseg.config import get_condseg_cfg
-from condseg.layers import aligned_bilinear, dynamic_layer_shapes, dynamic_mask_heads
+from condseg.layers import aligned_bilinear, dynamic_layer_shapes, dynamic_mask_heads, dynamic_mask_probs
 from condseg.modeling.condinst.condinst import postprocess_masks, select_training_instances
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -95,6 +95,8 @@ def test_inference_masks_match_fixture(fixture):
         low = dynamic_mask_heads(d["mask_feats"], params, d["det_im_inds"], locs, soi, dynamic_layer_shapes(8, 8, 3), 8, True, impl)
         global_masks = aligned_bilinear(low, 2).sigmoid()
         torch.testing.assert_close(global_masks, d["det_pred_global_masks"], atol=1e-5, rtol=0)
+    fused = dynamic_mask_probs(d["mask_feats"], params, d["det_im_inds"], locs, soi, dynamic_layer_shapes(8, 8, 3))
+    torch.testing.assert_close(fused, d["det_pred_global_masks"], atol=1e-5, rtol=0)
     for i in range(2):
         sel = d["det_im_inds"] == i
         masks = postprocess_masks(d["det_pred_global_masks"][sel][:3], d["padded_size"], d["image_sizes"][i], d["output_sizes"][i])
@@ -151,6 +153,29 @@ def test_training_mask_loss_is_the_same_for_both_head_formulations(condinst_cfg,
         grads.append((losses["loss_mask"].detach(), model.controller.weight.grad, model.mask_branch.predictor.weight.grad))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_inference_is_the_same_for_both_head_formulations(condinst_cfg, gt_inputs):
+    """bmm predicts through the fused, blocked probabilities; grouped_conv through the
+    published computation: the same detections and masks."""
+    torch.manual_seed(0)
+    opts = ("MODEL.FCOS.INFERENCE_TH_TEST", "0.0")
+    state = build_model(condinst_cfg(*opts)).state_dict()
+    inputs = gt_inputs(2)
+    outs = []
+    for impl in ("grouped_conv", "bmm"):
+        model = build_model(condinst_cfg("MODEL.CONDINST.MASK_HEAD.IMPL", impl, *opts))
+        model.load_state_dict(state)
+        model.eval()
+        with torch.no_grad():
+            outs.append([r["instances"] for r in model(inputs)])
+    for a, b in zip(*outs):
+        assert len(a) > 0 and len(a) == len(b)
+        torch.testing.assert_close(a.scores, b.scores)
+        inter = (a.pred_masks & b.pred_masks).sum((1, 2)).float()
+        union = (a.pred_masks | b.pred_masks).sum((1, 2)).float()
+        iou = torch.where(union > 0, inter / union.clamp(min=1), 1.0)  # both empty: equal
+        assert iou.min() >= 0.999 and (union > 0).any()
 
 
 def test_finer_pyramid_variant_trains_and_predicts_full_size_masks(quickstart_cfg, gt_inputs):

@@ -13,7 +13,9 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, bu
 from detectron2.structures import BitMasks, Instances, PolygonMasks
 from torch import nn
 
-from condseg.layers import aligned_bilinear, dice_loss, dynamic_layer_shapes, dynamic_mask_dice_loss, dynamic_mask_heads
+from condseg.layers import (
+    aligned_bilinear, dice_loss, dynamic_layer_shapes, dynamic_mask_dice_loss, dynamic_mask_heads, dynamic_mask_probs,
+)
 from condseg.layers.dynamic_conv import IMPLS
 
 from ..fcos.detector import FCOSDetector, at_output_size, gt_instances_of, preprocess_images, without_fields
@@ -186,6 +188,17 @@ class CondInst(FCOSDetector):
         )
         return aligned_bilinear(low, self.mask_branch.out_stride // self.mask_out_stride)
 
+    def _mask_probs(self, mask_feats, params, im_inds, locations, fpn_levels) -> torch.Tensor:
+        """``(N, 1, H, W)`` mask probabilities at ``MASK_OUT_STRIDE``, no gradients: fused and
+        blocked for bmm (:func:`~condseg.layers.dynamic_mask_probs`, same values), the
+        published computation for grouped_conv."""
+        if self.head_impl == "bmm":
+            return dynamic_mask_probs(
+                mask_feats, params, im_inds, locations, self.sizes_of_interest[fpn_levels], self.layer_shapes,
+                self.mask_branch.out_stride, self.mask_branch.out_stride // self.mask_out_stride, self.rel_coords,
+            )
+        return self._mask_logits(mask_feats, params, im_inds, locations, fpn_levels).sigmoid()
+
     def _mask_loss(self, mask_feats, chosen: Instances, targets: torch.Tensor) -> torch.Tensor:
         """``(N,)`` dice losses of the chosen instances' masks against ``(N, 1, h, w)``
         targets at ``MASK_OUT_STRIDE``: fused and blocked for bmm (same values and
@@ -216,8 +229,7 @@ class CondInst(FCOSDetector):
         im_inds = torch.cat([torch.full((len(d),), i, device=self.device, dtype=torch.int64) for i, d in enumerate(dets)])
         # the images of a batch may differ in size, so concatenate fields, not Instances
         cat = lambda name: torch.cat([d.get(name) for d in dets])  # noqa: E731
-        global_masks = self._mask_logits(mask_feats, cat("params"), im_inds, cat("locations"), cat("fpn_levels"))
-        global_masks = global_masks.sigmoid()
+        global_masks = self._mask_probs(mask_feats, cat("params"), im_inds, cat("locations"), cat("fpn_levels"))
         for i, d in enumerate(dets):
             d.pred_global_masks = global_masks[im_inds == i]
         padded = tuple(images.tensor.shape[-2:])
