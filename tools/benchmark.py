@@ -64,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allocator", default="stable", choices=["stable", "default"],
                         help="glibc malloc settings of the CPU measuring processes (see above)")
     parser.add_argument("--only", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="measure only the specs with these values, e.g. --only stage=res4 batch=8")
+                        help="measure only the specs with these values, e.g. --only stage=res4 batch=8 "
+                             "impl=batch_groups,auto-rule (a comma: any of them)")
     parser.add_argument("--json", default=None, help="where to write the results (default output/benchmark/CASE.json)")
+    parser.add_argument("--report", default=None, metavar="JSON",
+                        help="measure nothing: print the tables of an earlier run's JSON (of this case) again")
     parser.case_options = {}  # case name -> the argparse actions of its own options
     for name, case in CASES.items():
         if case.options:
@@ -99,6 +102,8 @@ def main(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     options = case_options(parser, args)
+    if args.report:
+        return print_report(parser, case, args.case, args.report)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     if "cuda" in devices and not torch.cuda.is_available():
         if args.device == "cuda":
@@ -127,9 +132,28 @@ def main(argv=None):
     with open(path, "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
     print(f"\nwrote {path}")
-    print(f"{args.case}: {meta['processor']}; torch {meta['torch']}, {meta['threads']} threads, CPU allocator {meta['cpu_allocator']}, "
-          f"median of {args.rounds} x {args.repeats} runs ({args.rounds} interleaved rounds of one process per "
-          f"measurement, {args.warmup} warm-up runs each)")
+    print(summary_line(meta))
+    print(case.report(results) if case.report else table(case, results))
+
+
+def summary_line(meta) -> str:
+    return (f"{meta['case']}: {meta['processor']}; torch {meta['torch']}, {meta['threads']} threads, CPU allocator "
+            f"{meta['cpu_allocator']}, median of {meta['rounds']} x {meta['repeats']} runs ({meta['rounds']} interleaved "
+            f"rounds of one process per measurement, {meta['warmup']} warm-up runs each)")
+
+
+def print_report(parser, case, name, path):
+    """The tables of the results in ``path`` (written by an earlier run of case ``name``)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        meta, results = data["meta"], data["results"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        parser.error(f"--report {path}: not a results file of tools/benchmark.py ({e})")
+    if meta.get("case") != name:
+        parser.error(f"--report {path}: results of the {meta.get('case')!r} case, not of {name!r}")
+    print(f"{path}: {meta.get('command', '?')}")
+    print(summary_line(meta))
     print(case.report(results) if case.report else table(case, results))
 
 

@@ -45,12 +45,13 @@ class Case:
 
 
 def select(plan, only):
-    """The specs of ``plan`` matching every ``KEY=VALUE`` of ``only`` (values compared as text)."""
-    wanted = [item.split("=", 1) for item in only]
+    """The specs of ``plan`` matching every ``KEY=VALUE`` of ``only`` (values compared as
+    text; ``KEY=A,B`` matches either)."""
     bad = [item for item in only if "=" not in item]
     if bad:
-        raise SystemExit(f"--only expects KEY=VALUE, got {bad}")
-    return [s for s in plan if all(str(s.get(k)) == v for k, v in wanted)]
+        raise SystemExit(f"--only expects KEY=VALUE or KEY=A,B, got {bad}")
+    wanted = [(k, v.split(",")) for k, v in (item.split("=", 1) for item in only)]
+    return [s for s in plan if all(str(s.get(k)) in values for k, values in wanted)]
 
 
 def peak_rss_kib() -> int:

@@ -47,6 +47,8 @@ __all__ = [
     "FORWARDS",
     "IMPLS",
     "PER_SAMPLE_MIN_MACS",
+    "WINOGRAD_INFER_MIN_CHANNELS",
+    "WINOGRAD_INFER_MIN_TILES",
     "WINOGRAD_MIN_CHANNELS",
     "WINOGRAD_MIN_TILES",
     "WINOGRAD_TILE",
@@ -69,6 +71,10 @@ WINOGRAD_TILE = 4
 PER_SAMPLE_MIN_MACS = 2**25  # one convolution call per sample pays from this size of one sample's conv
 WINOGRAD_MIN_CHANNELS = 128  # Winograd pays when the channel products are large...
 WINOGRAD_MIN_TILES = 64  # ...and enough 4x4 output tiles amortise the per-sample kernel transform
+# without a backward (inference, frozen layers) Winograd's gain is smaller and the direct
+# formulations' is surer: Winograd only with wide channels and many tiles in the whole batch
+WINOGRAD_INFER_MIN_CHANNELS = 256
+WINOGRAD_INFER_MIN_TILES = 1024
 
 
 def check_impl(impl: str) -> None:
@@ -247,21 +253,25 @@ assert set(FORWARDS) == set(IMPLS)
 def auto_impl(layer, x: torch.Tensor) -> str:
     """The dispatch rule: ``"pointwise"`` when it applies; ``"grouped"`` off the CPU (no
     measurement there: cuDNN has its own algorithms); on CPU ``"winograd"`` where it
-    applies with at least :data:`WINOGRAD_MIN_CHANNELS` input and output channels and
-    :data:`WINOGRAD_MIN_TILES` 4x4 output tiles per sample, else ``"unfold_bmm"`` for a 1x1
-    layer without autograd (one bmm over the pixels), else ``"per_sample"`` when one
-    sample's convolution has at least :data:`PER_SAMPLE_MIN_MACS` multiply-adds, else
-    ``"grouped"``."""
+    applies with, when a backward follows (autograd on and the input or a parameter
+    wanting a gradient), at least :data:`WINOGRAD_MIN_CHANNELS` input and output channels
+    and :data:`WINOGRAD_MIN_TILES` 4x4 output tiles per sample, and without one at least
+    :data:`WINOGRAD_INFER_MIN_CHANNELS` channels and :data:`WINOGRAD_INFER_MIN_TILES` tiles
+    in the batch; else ``"unfold_bmm"`` for a 1x1 layer without autograd (one bmm over the
+    pixels), else ``"per_sample"`` when one sample's convolution has at least
+    :data:`PER_SAMPLE_MIN_MACS` multiply-adds, else ``"grouped"``."""
     if layer.shared_kernel:
         return "pointwise"
     if x.device.type != "cpu":
         return "grouped"
     k = layer.kernel_size
     ho, wo = out_size(x.shape[2], 0, layer), out_size(x.shape[3], 1, layer)
-    if (
-        layer.winograd_applies
-        and min(layer.in_channels, layer.out_channels) >= WINOGRAD_MIN_CHANNELS
-        and math.ceil(ho / 4) * math.ceil(wo / 4) >= WINOGRAD_MIN_TILES  # 4x4 tiles, the tile of the threshold
+    tiles = math.ceil(ho / 4) * math.ceil(wo / 4)  # 4x4 tiles, the tile of the thresholds
+    channels = min(layer.in_channels, layer.out_channels)
+    backward = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in layer.parameters()))
+    if layer.winograd_applies and (
+        (channels >= WINOGRAD_MIN_CHANNELS and tiles >= WINOGRAD_MIN_TILES) if backward
+        else (channels >= WINOGRAD_INFER_MIN_CHANNELS and tiles * x.shape[0] >= WINOGRAD_INFER_MIN_TILES)
     ):
         return "winograd"
     if k == 1 and not torch.is_grad_enabled():

@@ -17,6 +17,7 @@ def test_select_filters_and_rejects_bad_filters():
     specs = select(dcn.plan(["cpu"]), ["stage=res5", "mode=infer"])
     assert [s["impl"] for s in specs] == ["conv2d", "dcnv2:torchvision", "dcnv2:grid_sample"]
     assert select(specs, ["stage=res9"]) == []
+    assert [s["impl"] for s in select(specs, ["impl=conv2d,dcnv2:grid_sample"])] == ["conv2d", "dcnv2:grid_sample"]
     try:
         select(specs, ["stage"])
     except SystemExit as e:

@@ -14,7 +14,8 @@ def test_odconv_formulations_agree_at_a_resnet50_stage_shape(tmp_path):
 def test_auto_rows_measure_or_apply_the_rule_and_the_report_lists_the_choices(tmp_path):
     import torch
 
-    from condseg.layers.odconv_autotune import CACHE_FILE
+    from condseg.layers.odconv_autotune import CACHE_FILE, ODConvTuner
+    from condseg.layers.odconv_formulations import auto_impl
 
     measured = odconv.build_layer("auto-measured", "res5", 1, autotune_cache=str(tmp_path))
     rule = odconv.build_layer("auto-rule", "res5", 1)
@@ -27,6 +28,15 @@ def test_auto_rows_measure_or_apply_the_rule_and_the_report_lists_the_choices(tm
     row = {**spec, "median_s": 1.0, "peak_mb": 0.0}
     text = odconv.report([{**row, "impl": "batch_groups"}, row])
     assert "| auto-measured | 1000.0 ms |" in text and "batch 2 size 28x40 | float32 cpu | infer: " in text
+    # the summary: what each auto row ran, its ratio, the lowest ratio
+    chosen = next(iter(ODConvTuner(str(tmp_path)).read().values()))
+    [measured_impl] = {e["impl"] for e in chosen.values()}
+    with torch.no_grad():  # the rule of an inference
+        rule_impl = auto_impl(rule, odconv.conv_input("res5", 2, "cpu"))
+    text = odconv.report([{**row, "impl": "batch_groups"}, {**row, "impl": "auto-rule", "median_s": 2.0}, row])
+    assert f"| infer | res5 | 2 | 1 | 1000.0 ms | {rule_impl} 2000.0 ms | 0.50x | {measured_impl} 1000.0 ms | 1.00x |" in text
+    assert "auto-rule: at least 1.0x batch_groups in 0 of 1 shapes; lowest 0.50x (infer res5 batch 2 kernel_num 1)" in text
+    assert "auto-measured: at least 1.0x batch_groups in 1 of 1 shapes" in text
 
 
 def test_winograd_rows_run_the_tile_they_name():

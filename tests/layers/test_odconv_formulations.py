@@ -71,12 +71,20 @@ def test_auto_dispatch_and_forced_impl():
     assert "winograd" not in impls_for(ODConv2d(8, 8, 3, padding=1, stride=2))
     assert "winograd" not in impls_for(ODConv2d(8, 8, 3, padding=2, dilation=2))
     assert "winograd" not in impls_for(ODConv2d(8, 16, 3, padding=1, groups=2))
-    # winograd from 128 channels and 64 4x4 output tiles per sample (train and inference)
+    # with a backward: winograd from 128 channels and 64 4x4 output tiles per sample
     wide = ODConv2d(128, 128, 3, padding=1)
     assert wide.resolved_impl(torch.empty(2, 128, 32, 32)) == "winograd"  # 8 x 8 tiles
     assert wide.resolved_impl(torch.empty(2, 128, 28, 28)) == "per_sample"  # 7 x 7 tiles
+    # without one: from 256 channels and 1024 tiles in the batch
+    wider = ODConv2d(256, 256, 3, padding=1)
     with torch.no_grad():
-        assert wide.resolved_impl(torch.empty(2, 128, 32, 32)) == "winograd"
+        assert wide.resolved_impl(torch.empty(8, 128, 128, 128)) == "per_sample"  # 128 channels
+        assert wider.resolved_impl(torch.empty(4, 256, 64, 64)) == "winograd"  # 4 x 256 tiles
+        assert wider.resolved_impl(torch.empty(2, 256, 64, 64)) == "per_sample"  # 2 x 256 tiles
+    for p in wider.parameters():  # frozen, on an input without gradient: no backward either
+        p.requires_grad_(False)
+    assert wider.resolved_impl(torch.empty(2, 256, 64, 64)) == "per_sample"
+    assert wider.resolved_impl(torch.empty(2, 256, 64, 64, requires_grad=True)) == "winograd"
     assert ODConv2d(64, 64, 3, padding=1).resolved_impl(torch.empty(2, 64, 64, 64)) == "per_sample"
     assert ODConv2d(128, 128, 3, padding=1, stride=2).resolved_impl(torch.empty(2, 128, 64, 64)) == "per_sample"
     # a layer's own impl, given or reassigned, wins over the rule
