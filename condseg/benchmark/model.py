@@ -8,8 +8,9 @@ missing, both run seeded random weights with 50 forced detections per image);
 (2) a training step of each (batch 8, the quickstart's train sizes, the same
 seeded ResNet); (3) CondInst's inference stage by stage, "other" being what no
 stage holds; (4) CondInst R-50 (random weights, detections forced) against the
-input size and the number of detections, with the mask pasting of this release
-and of the previous one (all instances at once), and the pasting alone.
+input size and the number of detections, with the masks of this release and of
+the previous one (unfused heads, all instances pasted at once), and the mask path
+alone (heads, upsampling, pasting) and the pasting alone, both ways.
 CPU only, default allocator; 3 rounds of 3 runs after 1 warm-up unless asked.
 """
 import math
@@ -197,7 +198,8 @@ def _staged_run(impl, config, checkpoint, opts, threshold, batch, frames):
     predictor = build_predictor("condinst", config, checkpoint, opts, threshold)
     model = predictor.model
     inputs = model_inputs(predictor.cfg, frames)
-    chunk = UNBOUNDED if impl == STAGED_UNBOUNDED else None
+    previous = impl == STAGED_UNBOUNDED  # the previous release's masks: unfused heads, unbounded pasting
+    chunk = UNBOUNDED if previous else None
 
     def run():
         seconds = dict.fromkeys(STAGES, 0.0)
@@ -208,7 +210,7 @@ def _staged_run(impl, config, checkpoint, opts, threshold, batch, frames):
                 if impl == FORWARD:
                     out = model(inputs[i : i + batch])
                 else:
-                    out, stage_seconds = staged_inference(model, inputs[i : i + batch], chunk)
+                    out, stage_seconds = staged_inference(model, inputs[i : i + batch], chunk, not previous)
                     for k, v in stage_seconds.items():
                         seconds[k] += v
                 found += [len(o["instances"]) for o in out]
@@ -248,11 +250,46 @@ def _paste_run(impl, image, detections, mask_out_stride=4):
     return run
 
 
+def _mask_path_run(impl, image, detections, mask_feat_stride=8, mask_out_stride=4):
+    """The mask path alone for ``detections`` instances of one ``image`` (WxH) input, from
+    random mask features and head parameters (the R-50 config's shapes): ``fused`` (this
+    release: ``dynamic_mask_probs``, then ``postprocess_masks`` in chunks) or ``unfused``
+    (the previous release: bmm heads, upsampling and sigmoid on every instance, then every
+    instance pasted at once)."""
+    import torch
+
+    from condseg.layers import aligned_bilinear, dynamic_layer_shapes, dynamic_mask_heads, dynamic_mask_probs
+    from condseg.modeling.condinst.condinst import postprocess_masks
+
+    w, h = (int(v) for v in image.split("x"))
+    padded = padded_size(h, w)
+    g = torch.Generator().manual_seed(SEED)
+    feats = torch.randn(1, 8, padded[0] // mask_feat_stride, padded[1] // mask_feat_stride, generator=g)
+    shapes = dynamic_layer_shapes(8, 8, 3)
+    params = 0.5 * torch.randn(detections, sum(o * i + o for o, i in shapes), generator=g)
+    im_inds = torch.zeros(detections, dtype=torch.int64)
+    locations = torch.rand(detections, 2, generator=g) * torch.tensor([float(w), float(h)])
+    soi = torch.tensor([64.0, 128, 256, 512, 1024])[torch.randint(0, 5, (detections,), generator=g)]
+    factor = mask_feat_stride // mask_out_stride
+
+    def run():
+        with torch.no_grad():
+            if impl == "fused":
+                probs = dynamic_mask_probs(feats, params, im_inds, locations, soi, shapes, mask_feat_stride, factor)
+                return postprocess_masks(probs, padded, (h, w), (h, w))
+            low = dynamic_mask_heads(feats, params, im_inds, locations, soi, shapes, mask_feat_stride)
+            probs = aligned_bilinear(low, factor).sigmoid()
+            return postprocess_masks(probs, padded, (h, w), (h, w), chunk_bytes=UNBOUNDED)
+
+    return run
+
+
 def runs(device: str, impl: str, mode: str, **spec):
     """One run of a spec: ``infer`` (a pass of the Predictor over the images), ``train`` (one
     step: forward, losses, backward, AdamW), ``stages`` / ``scaling`` (a pass of CondInst over
-    prepared inputs, stage by stage or in one call), ``paste`` (``postprocess_masks`` alone).
-    Returns ``{"metrics": ...}`` (or the masks, for ``paste``)."""
+    prepared inputs, stage by stage or in one call), ``masks`` (heads to pasted masks, alone),
+    ``paste`` (``postprocess_masks`` alone). Returns ``{"metrics": ...}`` (or the masks, for
+    ``masks`` and ``paste``)."""
     if device != "cpu":
         raise ValueError(f"the model case runs on the CPU only, got device {device!r}")
     if mode == "infer":
@@ -272,6 +309,8 @@ def runs(device: str, impl: str, mode: str, **spec):
         return _staged_run(impl, spec["config"], "", spec["opts"], None, 1, shapes_images(spec["input"], 1))
     if mode == "paste":
         return _paste_run(impl, spec["input"], spec["detections"])
+    if mode == "masks":
+        return _mask_path_run(impl, spec["input"], spec["detections"])
     raise ValueError(f"unknown model-case mode {mode!r}")
 
 
@@ -322,6 +361,9 @@ def plan(devices, condinst_weights=WEIGHTS["condinst"], mask_rcnn_weights=WEIGHT
     specs += [r50(STAGED, short, DETECTIONS[-1]) for short in SHORT_SIDES[:-1]]
     specs += [r50(STAGED, largest, k) for k in DETECTIONS]
     specs += [r50(STAGED_UNBOUNDED, largest, DETECTIONS[-1])]
+    specs += [{**base, "mode": "masks", "impl": impl, "model": "mask path", "input": _input_of(largest),
+               "detections": DETECTIONS[-1]}
+              for impl in ("fused", "unfused")]
     specs += [{**base, "mode": "paste", "impl": impl, "model": "postprocess_masks", "input": _input_of(largest),
                "detections": DETECTIONS[-1]}
               for impl in ("chunked", "unbounded")]
@@ -392,16 +434,29 @@ GROUPS = {
 
 
 def scaling_table(rows) -> str:
-    lines = ["| input | detections | pasting | median time | peak memory | peak vs unbounded | "
+    lines = ["| input | detections | masks | median time | peak memory | peak vs unbounded | "
              + " | ".join(f"{g} ms" for g in GROUPS) + " |", "|---|---|---|---|---|---|" + "---|" * len(GROUPS)]
     for r in rows:
         m = r["metrics"]
         unbounded = _find(rows, impl=STAGED_UNBOUNDED, input=r["input"], detections=r["detections"])
         vs = _ratio(r["peak_mb"], unbounded["peak_mb"]) if unbounded and unbounded is not r else ""
-        pasting = "all at once (previous release)" if r["impl"] == STAGED_UNBOUNDED else "chunked"
+        pasting = "unfused, all at once (previous release)" if r["impl"] == STAGED_UNBOUNDED else "fused, chunked"
         groups = " | ".join(f"{sum(m[f'{s} ms'] for s in stages):.0f}" for stages in GROUPS.values())
         lines.append(f"| {r['input']} | {m['detections/image']:.0f} | {pasting} | {1000 * r['median_s']:.0f} ms | "
                      f"{r['peak_mb']:.0f} MB | {vs} | {groups} |")
+    return "\n".join(lines)
+
+
+def mask_path_table(rows) -> str:
+    lines = ["| mask path | instances | image | median time | peak memory | peak vs previous release |",
+             "|---|---|---|---|---|---|"]
+    base = _find(rows, impl="unfused")
+    for r in rows:
+        vs = _ratio(r["peak_mb"], base["peak_mb"]) if base and base is not r else ""
+        name = ("unfused heads, all pasted at once (previous release)" if r["impl"] == "unfused"
+                else "fused heads, chunked pasting")
+        lines.append(f"| {name} | {r['detections']} | {r['input']} | {1000 * r['median_s']:.1f} ms | "
+                     f"{r['peak_mb']:.0f} MB | {vs} |")
     return "\n".join(lines)
 
 
@@ -418,8 +473,8 @@ def paste_table(rows) -> str:
 
 
 def report(results) -> str:
-    """The case's tables: inference, training, stages, scaling, pasting alone (those that
-    have rows)."""
+    """The case's tables: inference, training, stages, scaling, the mask path alone, the
+    pasting alone (those that have rows)."""
     by_mode = {}
     for r in results:
         by_mode.setdefault(r["mode"], []).append(r)
@@ -444,6 +499,9 @@ def report(results) -> str:
     if "scaling" in by_mode:
         parts.append("CondInst R-50, random weights, forced detections, one image per call:\n\n"
                      + scaling_table(by_mode["scaling"]))
+    if "masks" in by_mode:
+        parts.append("The mask path alone (dynamic heads, x2 upsampling, sigmoid, pasting at the image's size; "
+                     "random mask features and head parameters):\n\n" + mask_path_table(by_mode["masks"]))
     if "paste" in by_mode:
         parts.append("Mask pasting alone (postprocess_masks, stride-4 probabilities to the image's size):\n\n"
                      + paste_table(by_mode["paste"]))

@@ -53,7 +53,8 @@ class _Clock:
             self.seconds[name] += self.now() - start
 
 
-def staged_inference(model, batched_inputs: List[Dict], chunk_bytes=None) -> Tuple[List[Dict], Dict]:
+def staged_inference(model, batched_inputs: List[Dict], chunk_bytes=None,
+                     fused_heads: bool = True) -> Tuple[List[Dict], Dict]:
     """``model(batched_inputs)`` of a CondInst in eval mode, stage by stage.
 
     Args:
@@ -62,6 +63,9 @@ def staged_inference(model, batched_inputs: List[Dict], chunk_bytes=None) -> Tup
         batched_inputs: the model's inputs (``image`` ``(3, H, W)``, ``height``, ``width``).
         chunk_bytes: ``postprocess_masks``'s chunk (None: its default; ``sys.maxsize``: every
             instance at once, the previous release's pasting).
+        fused_heads: the model's mask probabilities (``_mask_probs``: fused and blocked
+            for bmm); False: the heads, the upsampling and the sigmoid one after the other
+            on every instance (the previous release).
     Returns:
         ``(results, seconds)``: the model's outputs and the seconds of each of
         :data:`STAGES`.
@@ -98,8 +102,8 @@ def staged_inference(model, batched_inputs: List[Dict], chunk_bytes=None) -> Tup
     with clock.region("dynamic mask heads"):
         for i, d in enumerate(dets):
             d.params = gather_at_detections(params, i, d.fpn_levels, d.loc_inds)
-        global_masks = model._mask_logits(mask_feats, cat("params"), im_inds, cat("locations"), cat("fpn_levels"))
-        global_masks = global_masks.sigmoid()
+        args = (mask_feats, cat("params"), im_inds, cat("locations"), cat("fpn_levels"))
+        global_masks = model._mask_probs(*args) if fused_heads else model._mask_logits(*args).sigmoid()
     for i, d in enumerate(dets):
         d.pred_global_masks = global_masks[im_inds == i]
     padded = tuple(images.tensor.shape[-2:])

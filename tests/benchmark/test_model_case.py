@@ -43,8 +43,9 @@ def tiny_case(quickstart_cfg, tmp_path, monkeypatch):
 
 def test_staged_inference_returns_the_models_outputs_and_times_every_stage(tiny_model):
     """The stages called in sequence give what the model gives in one call (boxes, scores,
-    classes, masks), with the default chunk and with every instance at once; every stage
-    is timed and their sum stays within the wall time."""
+    classes, masks), with the default chunk and with every instance at once, and with the
+    unfused heads of the previous release (masks to float rounding); every stage is timed
+    and their sum stays within the wall time."""
     import time
 
     from condseg import Predictor
@@ -60,6 +61,7 @@ def test_staged_inference_returns_the_models_outputs_and_times_every_stage(tiny_
         staged, seconds = staged_inference(predictor.model, inputs)
         wall = time.perf_counter() - t
         unbounded, _ = staged_inference(predictor.model, inputs, chunk_bytes=model.UNBOUNDED)
+        unfused, _ = staged_inference(predictor.model, inputs, model.UNBOUNDED, fused_heads=False)
     assert list(seconds) == list(STAGES) and all(v > 0 for v in seconds.values()), seconds
     assert sum(seconds.values()) <= wall
     for want, *got in zip(expected, staged, unbounded):
@@ -69,6 +71,9 @@ def test_staged_inference_returns_the_models_outputs_and_times_every_stage(tiny_
             assert set(b.get_fields()) == set(a.get_fields())
             assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor) and torch.equal(a.scores, b.scores)
             assert torch.equal(a.pred_classes, b.pred_classes) and torch.equal(a.pred_masks, b.pred_masks)
+    for want, got in zip(expected, unfused):
+        a, b = want["instances"], got["instances"]
+        assert torch.equal(a.scores, b.scores) and (a.pred_masks != b.pred_masks).float().mean() <= 1e-4
 
 
 def test_plan_uses_trained_weights_only_when_both_exist_at_one_threshold(tmp_path, capsys):
@@ -132,12 +137,20 @@ def test_every_mode_measured_at_tiny_sizes_and_reported(tiny_case):
             assert m["detections/image"] == r["detections"]
     text = model.report([merge_rounds([r]) for r in rows])
     for title in ("Inference, quickstart models", "Training step", "stage by stage", "CondInst R-50",
-                  "Mask pasting alone"):
+                  "The mask path alone", "Mask pasting alone"):
         assert title in text
     assert all(f"| {name} | random, forced detections | 2 |" in text for name in ("Mask R-CNN", "CondInst"))
     assert "| **total** |" in text and "| other |" in text and "| the model in one call (not staged) |" in text
     assert text.count("x |") >= 2  # same-run ratios of CondInst to Mask R-CNN: inference and training
-    assert "| 160x96 | 3 | all at once (previous release) |" in text and "| 160x96 | 1 | chunked |" in text
+    assert "| 160x96 | 3 | unfused, all at once (previous release) |" in text and "| 160x96 | 1 | fused, chunked |" in text
+
+
+def test_fused_mask_path_gives_the_previous_releases_masks():
+    """The mask path alone, this release's (fused heads, chunked pasting) against the
+    previous release's, at a small size: the same masks to float rounding."""
+    fused, unfused = (model.runs("cpu", impl, "masks", input="200x120", detections=7)() for impl in ("fused", "unfused"))
+    assert fused.shape == (7, 120, 200) and fused.any()
+    assert (fused != unfused).float().mean() <= 1e-4
 
 
 def test_chunked_pasting_peaks_at_under_a_quarter_of_pasting_all_at_once():
