@@ -22,7 +22,7 @@ $(STAMP): requirements.txt setup.py scripts/setup_env.sh
 	@touch $@
 
 test: setup
-	$(PY) -m pytest -ra tests
+	$(PY) -m pytest -ra --durations=20 tests
 
 test-fast: setup
 	$(PY) -m pytest -ra -m "not slow" tests

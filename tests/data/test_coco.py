@@ -22,15 +22,6 @@ ANN_KEYS = {"bbox", "bbox_mode", "category_id", "segmentation", "iscrowd"}
 
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def quirky(tmp_path_factory):
-    d = tmp_path_factory.mktemp("quirky")
-    json_file, image_root = qc.make_quirky_coco(d)
-    with open(json_file) as f:
-        raw = json.load(f)
-    return {"dir": str(d), "json": json_file, "root": image_root, "raw": raw}
-
-
-@pytest.fixture(scope="module")
 def dicts(quirky):
     return load_coco_instances(quirky["json"], quirky["root"])
 

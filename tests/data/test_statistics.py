@@ -17,16 +17,13 @@ QUIRKY_CLASSES = ["circle", "square", "triangle", "hexagon"]  # contiguous order
 
 
 @pytest.fixture(scope="module")
-def quirky(tmp_path_factory):
-    d = tmp_path_factory.mktemp("quirky")
-    json_file, image_root = qc.make_quirky_coco(d)
-    with open(json_file) as f:
-        raw = json.load(f)
-    return raw, qc.load_truth_masks(d), load_coco_instances(json_file, image_root)
+def counted(quirky):
+    """The quirky json as loaded, its truth masks, and condseg's dataset dicts."""
+    return quirky["raw"], qc.load_truth_masks(quirky["dir"]), load_coco_instances(quirky["json"], quirky["root"])
 
 
-def test_quirky_coco_counts_equal_a_count_of_the_raw_json(quirky):
-    raw, truth, dicts = quirky
+def test_quirky_coco_counts_equal_a_count_of_the_raw_json(counted):
+    raw, truth, dicts = counted
     stats = dataset_statistics(dicts, QUIRKY_CLASSES)
     kept = [a for a in raw["annotations"] if a["id"] not in qc.DROPPED_ANN_IDS]
     instances = [a for a in kept if not a["iscrowd"]]

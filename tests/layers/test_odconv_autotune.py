@@ -146,7 +146,10 @@ def test_the_config_switch_reaches_every_odconv_layer(quickstart_cfg):
     from condseg.modeling.backbone.resnet import build_resnet
 
     cfg = quickstart_cfg("condinst_R18_odconv_shapes.yaml")
-    layers = lambda c: [m for m in build_resnet(c, ShapeSpec(channels=3)).modules() if isinstance(m, ODConv2d)]
+
+    def layers(c):
+        return [m for m in build_resnet(c, ShapeSpec(channels=3)).modules() if isinstance(m, ODConv2d)]
+
     assert layers(cfg) and not any(m.autotune for m in layers(cfg))  # off by default
     cfg.MODEL.ODCONV.AUTOTUNE = True
     assert all(m.autotune and m.impl == "auto" for m in layers(cfg))
