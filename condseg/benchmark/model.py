@@ -447,27 +447,15 @@ def scaling_table(rows) -> str:
     return "\n".join(lines)
 
 
-def mask_path_table(rows) -> str:
-    lines = ["| mask path | instances | image | median time | peak memory | peak vs previous release |",
+def alone_table(rows, what: str, names: dict, baseline: str, against: str) -> str:
+    """The table of a part measured alone (the mask path, the pasting): one row per
+    ``impl`` of ``names`` (impl -> its name), peaks against the ``baseline`` impl's."""
+    lines = [f"| {what} | instances | image | median time | peak memory | peak vs {against} |",
              "|---|---|---|---|---|---|"]
-    base = _find(rows, impl="unfused")
+    base = _find(rows, impl=baseline)
     for r in rows:
         vs = _ratio(r["peak_mb"], base["peak_mb"]) if base and base is not r else ""
-        name = ("unfused heads, all pasted at once (previous release)" if r["impl"] == "unfused"
-                else "fused heads, chunked pasting")
-        lines.append(f"| {name} | {r['detections']} | {r['input']} | {1000 * r['median_s']:.1f} ms | "
-                     f"{r['peak_mb']:.0f} MB | {vs} |")
-    return "\n".join(lines)
-
-
-def paste_table(rows) -> str:
-    lines = ["| pasting | instances | image | median time | peak memory | peak vs unbounded |",
-             "|---|---|---|---|---|---|"]
-    base = _find(rows, impl="unbounded")
-    for r in rows:
-        vs = _ratio(r["peak_mb"], base["peak_mb"]) if base and base is not r else ""
-        name = "unbounded (previous release)" if r["impl"] == "unbounded" else "chunked (32 MiB)"
-        lines.append(f"| {name} | {r['detections']} | {r['input']} | {1000 * r['median_s']:.1f} ms | "
+        lines.append(f"| {names[r['impl']]} | {r['detections']} | {r['input']} | {1000 * r['median_s']:.1f} ms | "
                      f"{r['peak_mb']:.0f} MB | {vs} |")
     return "\n".join(lines)
 
@@ -501,10 +489,15 @@ def report(results) -> str:
                      + scaling_table(by_mode["scaling"]))
     if "masks" in by_mode:
         parts.append("The mask path alone (dynamic heads, x2 upsampling, sigmoid, pasting at the image's size; "
-                     "random mask features and head parameters):\n\n" + mask_path_table(by_mode["masks"]))
+                     "random mask features and head parameters):\n\n" + alone_table(
+                         by_mode["masks"], "mask path", {"fused": "fused heads, chunked pasting",
+                                                         "unfused": "unfused heads, all pasted at once (previous release)"},
+                         "unfused", "previous release"))
     if "paste" in by_mode:
         parts.append("Mask pasting alone (postprocess_masks, stride-4 probabilities to the image's size):\n\n"
-                     + paste_table(by_mode["paste"]))
+                     + alone_table(by_mode["paste"], "pasting", {"chunked": "chunked (32 MiB)",
+                                                                 "unbounded": "unbounded (previous release)"},
+                                   "unbounded", "unbounded"))
     return "\n\n".join(parts)
 
 

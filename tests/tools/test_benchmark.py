@@ -38,6 +38,25 @@ def test_a_case_runs_in_measuring_processes_and_writes_its_json(tmp_path):
     assert row["impl"] == "conv2d" and row["rounds"] == 2 and len(row["times_s"]) == 2 and row["median_s"] > 0
 
 
+def test_report_prints_an_earlier_runs_tables_and_refuses_another_cases(tmp_path, capsys):
+    import pytest
+
+    row = {"case": "dcn", "device": "cpu", "mode": "infer", "impl": "conv2d", "stage": "res5", "batch": 2,
+           "median_s": 0.25, "peak_mb": 3.0}
+    meta = {"case": "dcn", "command": "python tools/benchmark.py dcn", "processor": "X (avx2), 2 CPUs",
+            "torch": "2.x", "threads": 2, "cpu_allocator": "stable", "rounds": 1, "repeats": 1, "warmup": 0}
+    path = tmp_path / "dcn.json"
+    path.write_text(json.dumps({"meta": meta, "results": [row]}))
+    _benchmark_tool().main(["dcn", "--report", str(path)])
+    out = capsys.readouterr().out
+    assert "python tools/benchmark.py dcn" in out and "X (avx2), 2 CPUs" in out and "| conv2d | 250.0 ms |" in out
+    for bad, says in ((["odconv", "--report", str(path)], "not of 'odconv'"),
+                      (["dcn", "--report", str(tmp_path / "missing.json")], "not a results file")):
+        with pytest.raises(SystemExit):
+            _benchmark_tool().main(bad)
+        assert says in capsys.readouterr().err
+
+
 def test_a_case_takes_its_own_options_and_defaults_and_prints_its_report(tmp_path, capsys):
     """The model case's options reach its plan, its own repeats and warm-up apply unless given,
     its report is printed; another case refuses them."""
