@@ -32,6 +32,8 @@ __all__ = [
     "relative_coords",
     "dynamic_mask_heads",
     "bmm_operands",
+    "default_block",
+    "image_blocks",
     "IMPLS",
 ]
 
@@ -127,6 +129,24 @@ def bmm_operands(mask_feats, params, im_inds, locations, soi, layer_shapes, mask
     grid = compute_locations(h, w, mask_feat_stride, device=mask_feats.device).to(feats.dtype)
     rows = torch.cat([grid.t()[None].expand(b, 2, h * w), feats], dim=1)  # (B, 2 + C, P)
     return order, counts, rows, weights, biases
+
+
+def default_block(device: torch.device) -> int:
+    """Instances per block of the fused, blocked paths (:mod:`.dynamic_mask_loss`,
+    :mod:`.dynamic_mask_probs`): 8 on the CPU, whose block tensors then stay in cache, 64
+    on GPUs."""
+    return 8 if device.type == "cpu" else 64
+
+
+def image_blocks(counts: Sequence[int], block: int):
+    """``(image, slice)`` of every block of at most ``block`` instances, the instances
+    grouped by image as :func:`bmm_operands` orders them (``counts`` per image): a block
+    never spans two images."""
+    start = 0
+    for image, count in enumerate(counts):
+        for lo in range(start, start + count, block):
+            yield image, slice(lo, min(lo + block, start + count))
+        start += count
 
 
 def _heads_bmm(rows, counts, weights, biases):

@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch.autograd.function import once_differentiable
 
-from .dynamic_conv import bmm_operands
+from .dynamic_conv import bmm_operands, default_block, image_blocks
 from .geometry import aligned_bilinear, aligned_bilinear_adjoint
 
 __all__ = ["dynamic_mask_dice_loss"]
@@ -82,15 +82,11 @@ def _run_blocks(rows, num_grad_rows, counts, weights, biases, targets, order, si
     want = grad_loss is not None
     d_rows = rows.new_zeros(rows.shape[0], num_grad_rows, rows.shape[2]) if want else None
     results = []
-    start = 0
-    for image, count in enumerate(counts):
-        for lo in range(start, start + count, block):
-            sl = slice(lo, min(lo + block, start + count))
-            results.append(_block_loss_and_grads(
-                rows[image], [wk[sl] for wk in weights], [bk[sl] for bk in biases], targets[order[sl]].to(rows.dtype),
-                size, factor, eps, grad_loss[sl] if want else None, d_rows[image] if want else None,
-            ))
-        start += count
+    for image, sl in image_blocks(counts, block):
+        results.append(_block_loss_and_grads(
+            rows[image], [wk[sl] for wk in weights], [bk[sl] for bk in biases], targets[order[sl]].to(rows.dtype),
+            size, factor, eps, grad_loss[sl] if want else None, d_rows[image] if want else None,
+        ))
     losses = torch.cat([r[0] for r in results])
     if not want:
         return losses, None, None
@@ -174,7 +170,7 @@ def dynamic_mask_dice_loss(
     order, counts, rows, weights, biases = bmm_operands(
         mask_feats, params, im_inds, locations, soi, layer_shapes, mask_feat_stride, rel_coords
     )
-    block = block or (8 if mask_feats.device.type == "cpu" else 64)
+    block = block or default_block(mask_feats.device)
     # the rows are [grid; features] (or the features): only the features need a gradient
     losses = _FusedDynamicMaskDice.apply(
         rows.detach(), mask_feats, targets, order, counts, (h, w), factor, eps, block, *weights, *biases

@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from .dynamic_conv import bmm_operands
+from .dynamic_conv import bmm_operands, default_block, image_blocks
 from .geometry import _upsample
 
 __all__ = ["dynamic_mask_probs"]
@@ -92,19 +92,14 @@ def dynamic_mask_probs(
     order, counts, rows, weights, biases = bmm_operands(
         mask_feats, params, im_inds, locations, soi, layer_shapes, mask_feat_stride, rel_coords
     )
-    block = min(block or (8 if mask_feats.device.type == "cpu" else 64), n)
+    block = min(block or default_block(mask_feats.device), n)
     buffers = _Buffers(out, block, weights[0].shape[1], (h, w), factor)
     # blocks go in image order: straight into the output when that is the caller's order
     # (the model's), else through a block-sized buffer
     in_order = bool((order == torch.arange(n, device=order.device)).all())
-    start = 0
-    for image, count in enumerate(counts):
-        for lo in range(start, start + count, block):
-            sl = slice(lo, min(lo + block, start + count))
-            dst = out[sl] if in_order else buffers.out[: sl.stop - sl.start]
-            _block_probs(rows[image], [wk[sl] for wk in weights], [bk[sl] for bk in biases], (h, w), factor,
-                         buffers, dst)
-            if not in_order:
-                out.index_copy_(0, order[sl], dst)
-        start += count
+    for image, sl in image_blocks(counts, block):
+        dst = out[sl] if in_order else buffers.out[: sl.stop - sl.start]
+        _block_probs(rows[image], [wk[sl] for wk in weights], [bk[sl] for bk in biases], (h, w), factor, buffers, dst)
+        if not in_order:
+            out.index_copy_(0, order[sl], dst)
     return out
