@@ -1,5 +1,4 @@
 """Shared test builders: tiny configs, model inputs with ground truth, the reference fixtures."""
-import importlib.util
 import logging
 import os
 
@@ -131,16 +130,10 @@ def named_tiny_model(tiny_model, tmp_path_factory):
 def condseg_log(caplog):
     """caplog attached to the ``condseg`` logger itself (a set-up elsewhere in the session
     may have turned off its propagation to the root logger), each record once."""
-    logger = logging.getLogger("condseg")
-    propagate = logger.propagate
-    logger.propagate = False
-    logger.addHandler(caplog.handler)
-    caplog.handler.setLevel(logging.INFO)
-    try:
+    from builders.logs import caplog_on
+
+    with caplog_on(caplog, "condseg", logging.INFO):
         yield caplog
-    finally:
-        logger.removeHandler(caplog.handler)
-        logger.propagate = propagate
 
 
 @pytest.fixture(scope="session")
@@ -156,9 +149,9 @@ def _export_tiny(tiny_model, tmp_path_factory, *options) -> str:
     """The tiny model of :func:`tiny_model` exported by tools/export_model.py: its path."""
     from condseg.export import ExportableModel  # noqa: F401  (fails here, not in the tool, if export is broken)
 
-    spec = importlib.util.spec_from_file_location("export_model", os.path.join(ROOT, "tools", "export_model.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from builders.tools import load_tool
+
+    tool = load_tool("export_model")
     config, weights = tiny_model
     path = str(tmp_path_factory.mktemp("tiny_onnx") / "tiny.onnx")
     assert tool.main(["--config-file", config, "--output", path, *options, "MODEL.WEIGHTS", weights]) == 0

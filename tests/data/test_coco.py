@@ -8,6 +8,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import builders.quirky_coco as qc
+from builders.logs import caplog_on
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
@@ -30,18 +31,8 @@ def dicts(quirky):
 def coco_log(caplog):
     """caplog attached to condseg.data.coco directly (works even if a logger up the tree
     stops propagation)."""
-    lg = logging.getLogger(LOGGER)
-    old_level, old_prop = lg.level, lg.propagate
-    lg.setLevel(logging.DEBUG)
-    lg.propagate = False
-    lg.addHandler(caplog.handler)
-    caplog.handler.setLevel(logging.DEBUG)
-    try:
+    with caplog_on(caplog, LOGGER, logging.DEBUG, logger_level=logging.DEBUG):
         yield caplog
-    finally:
-        lg.removeHandler(caplog.handler)
-        lg.setLevel(old_level)
-        lg.propagate = old_prop
 
 
 def _by_image(dataset_dicts):

@@ -7,7 +7,6 @@ classes, and every instance's mask (probabilities > 0.5) with IoU >= 0.99 agains
 model's ``pred_masks``. Random weights need a score threshold of 0 (and a small post-NMS
 cap) to give detections.
 """
-import importlib.util
 import os
 
 import numpy as np
@@ -21,16 +20,14 @@ from condseg.export import ExportableModel, OnnxModel, export_onnx
 from condseg.export.metadata import class_names_of
 from condseg.inference.predictor import load_weights_strict
 from condseg.modeling.condinst.condinst import postprocess_masks
+from builders.tools import load_tool
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SIZES = ((100, 150), (160, 96), (203, 131))  # one file, three sizes (two need padding)
 LOOSE = ["MODEL.FCOS.INFERENCE_TH_TEST", "0.0", "MODEL.FCOS.POST_NMS_TOPK_TEST", "10"]
 BOX_ATOL, SCORE_ATOL, MIN_MASK_IOU = 1e-3, 1e-4, 0.99
 
 # tools/export_model.py, run in this process
-_spec = importlib.util.spec_from_file_location("export_model", os.path.join(ROOT, "tools", "export_model.py"))
-export_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(export_tool)
+export_tool = load_tool("export_model")
 
 
 def _image(h: int, w: int, seed: int = 0) -> torch.Tensor:

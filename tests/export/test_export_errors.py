@@ -1,7 +1,6 @@
 """condseg.export refuses what it cannot export, with a message naming the config key or
 option, and writes nothing then; OnnxModel refuses files that are not condseg exports;
 tools/export_model.py fails in one line with exit status 1."""
-import importlib.util
 import os
 
 import onnx
@@ -12,11 +11,10 @@ from detectron2.modeling import build_model
 from condseg.config_setup import setup_cfg
 from condseg.export import ExportableModel, ExportError, NotAnExportError, OnnxModel, export_onnx
 from condseg.export.metadata import class_names_of
+from builders.tools import load_tool
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-_spec = importlib.util.spec_from_file_location("export_model", os.path.join(ROOT, "tools", "export_model.py"))
-export_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(export_tool)
+export_tool = load_tool("export_model")
 
 
 def test_mask_rcnn_is_refused_and_nothing_is_written(tmp_path):

@@ -1,7 +1,5 @@
 """condseg.export.metadata: an export's class names are those its weights were trained on
 when their checkpoint has them, else the config's dataset's."""
-import importlib.util
-import os
 
 import pytest
 
@@ -12,8 +10,8 @@ from condseg.export import OnnxModel
 from condseg.export.metadata import WEIGHTS_CLASSES, export_metadata, parse_metadata
 from condseg.inference import Predictor
 from builders.classes import QUIRKY_CLASSES
+from builders.tools import load_tool
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PADDED = QUIRKY_CLASSES + ["4", "5", "6", "7"]  # the quickstart CondInst has 8 classes, the json 4
 LINE = ("the weights were trained on 4 classes (circle, square, triangle, hexagon); the config's dataset "
         "condseg_shapes_val has 8")
@@ -36,9 +34,7 @@ def test_names_come_from_the_weights_entry_else_from_the_config(named_tiny_model
 
 @pytest.mark.slow
 def test_the_tool_exports_the_weights_names_and_the_predictor_reads_them(named_tiny_model, tmp_path, condseg_log):
-    spec = importlib.util.spec_from_file_location("export_model", os.path.join(ROOT, "tools", "export_model.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("export_model")
     config, weights, entry = named_tiny_model
     path = str(tmp_path / "named.onnx")
     # a static size only to export faster

@@ -1,19 +1,13 @@
 """tools/eval_report.py: the report from a saved results json."""
-import importlib.util
 import json
-import os
 
 import pytest
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from builders.tools import load_tool
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("eval_report", os.path.join(ROOT, "tools", "eval_report.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("eval_report")
 
 
 def test_report_from_a_results_json_and_a_gt_json(tool, synthetic, tmp_path, capsys):

@@ -1,20 +1,14 @@
 """tools/benchmark.py: the command line of condseg.benchmark (the cases are tested in
 tests/benchmark): its help lists every registered case with its paragraph, and a case is
 measured end to end in its own processes."""
-import importlib.util
 import json
-import os
 
 from condseg.benchmark import CASES
-
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+from builders.tools import load_tool
 
 
 def _benchmark_tool():
-    spec = importlib.util.spec_from_file_location("condseg_benchmark_tool", os.path.join(ROOT, "tools", "benchmark.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("benchmark", "condseg_benchmark_tool")
 
 
 def test_help_lists_every_case_with_its_paragraph():

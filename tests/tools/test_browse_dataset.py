@@ -1,6 +1,5 @@
 """tools/browse_dataset.py end to end on tiny data: the built-in shapes as stored and
 augmented, a quirky COCO json through DATASETS.COCO, an unknown dataset."""
-import importlib.util
 import json
 import os
 
@@ -10,6 +9,7 @@ import pycocotools.mask as mask_util
 import pytest
 
 import builders.quirky_coco as qc
+from builders.tools import load_tool
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIG = os.path.join(ROOT, "configs", "quickstart", "condinst_R18_shapes.yaml")
@@ -17,14 +17,7 @@ TINY_SHAPES = ["DATASETS.SHAPES.NUM_TRAIN", "6", "DATASETS.SHAPES.NUM_VAL", "2",
                "DATASETS.SHAPES.MIN_SIZE", "96", "DATASETS.SHAPES.MAX_SIZE", "128"]
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("browse_dataset", os.path.join(ROOT, "tools", "browse_dataset.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_tool("browse_dataset")
 
 
 @pytest.fixture(scope="module")

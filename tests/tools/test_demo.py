@@ -1,6 +1,5 @@
 """tools/demo.py end to end on a tiny model: the rendered video and its json agree with
 each other and with the model; image folders; every bad input gets a clear message."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,18 +17,12 @@ from condseg.inference.render import color_of, draw_instances, instance_labels
 from condseg.inference.results import decode_segmentation
 from builders.classes import QUIRKY_CLASSES
 from builders.videos import corrupt_mjpeg_frame, shapes_video
+from builders.tools import load_tool
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 
-def _load_demo():
-    spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "tools", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = _load_demo()
+demo = load_tool("demo")
 
 
 def _run(tiny_model, *args):

@@ -1,21 +1,16 @@
 """tools/eval_onnx.py: an exported model's AP on a registered dataset equals the PyTorch
 model's (the same evaluator, loader and data)."""
-import importlib.util
 import json
-import os
 
 import pytest
+from builders.tools import load_tool
 
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DATA = ["DATASETS.SHAPES.NUM_VAL", "8", "DATASETS.SHAPES.MIN_SIZE", "128", "DATASETS.SHAPES.MAX_SIZE", "192"]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("eval_onnx", os.path.join(ROOT, "tools", "eval_onnx.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("eval_onnx")
 
 
 @pytest.mark.slow

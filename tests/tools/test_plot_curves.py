@@ -1,24 +1,15 @@
 """tools/plot_curves.py end to end: two runs written by detectron2's JSONWriter side by
 side, key patterns, and one-line errors naming the file and line."""
-import importlib.util
 import os
 
 import cv2
 import numpy as np
 
 from builders.metrics import write_metrics
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("plot_curves", os.path.join(ROOT, "tools", "plot_curves.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from builders.tools import load_tool
 
 
-tool = _load_tool()
+tool = load_tool("plot_curves")
 
 
 def _pixels_of(image_bgr, rgb, tol=40):

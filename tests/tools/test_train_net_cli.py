@@ -1,13 +1,9 @@
 """tools/train_net.py's command line: options may follow the KEY VALUE overrides."""
-import importlib.util
-import os
 
 import pytest
+from builders.tools import load_tool
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-_spec = importlib.util.spec_from_file_location("train_net", os.path.join(ROOT, "tools", "train_net.py"))
-train_net = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_net)
+train_net = load_tool("train_net")
 
 
 def test_options_after_the_overrides_are_options():
