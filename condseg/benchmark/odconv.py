@@ -8,6 +8,7 @@ measured at first use (MODEL.ODCONV.AUTOTUNE True; its choices are cached in
 (AUTOTUNE False); training step (forward + backward of sum(out * g), train
 mode; at batch 1 with the attention BN on running statistics) and inference.
 """
+import functools
 import os
 
 from .conv_layer import INPUT_HW, RESNET50_STAGES, conv_input, conv_run
@@ -79,6 +80,12 @@ def plan(devices, autotune_cache: str = AUTOTUNE_CACHE):
     ]
 
 
+@functools.lru_cache(maxsize=None)
+def _rule_layer(stage: str, kernel_num: int):
+    """The ``auto-rule`` layer of a stage and kernel number, built once for the report."""
+    return build_layer("auto-rule", stage, kernel_num)
+
+
 def _choices(spec, tuners):
     """What ``auto-rule`` and ``auto-measured`` run for ``spec``'s shape: the rule's choice,
     and the measured one from its cache file (None where it has none)."""
@@ -87,7 +94,7 @@ def _choices(spec, tuners):
     from condseg.layers.odconv_autotune import machine_key, shape_key
     from condseg.layers.odconv_formulations import auto_impl
 
-    layer = build_layer("auto-rule", spec["stage"], spec["kernel_num"])
+    layer = _rule_layer(spec["stage"], spec["kernel_num"])
     channels, stride = RESNET50_STAGES[spec["stage"]]
     x = torch.empty(spec["batch"], channels, INPUT_HW[0] // stride, INPUT_HW[1] // stride)
     with torch.set_grad_enabled(spec["mode"] == "train"):
@@ -113,7 +120,7 @@ def auto_summary(results) -> str:
     lines = ["| mode | stage | batch | kernel_num | batch_groups | " + " | ".join(f"{a} | vs batch_groups" for a in AUTO_ROWS)
              + " |", "|---|---|---|---|---|" + "---|---|" * len(AUTO_ROWS)]
     ratios = {a: [] for a in AUTO_ROWS}
-    for group, rows in by_group.items():
+    for rows in by_group.values():
         base = rows.get("batch_groups")
         if base is None or not any(a in rows for a in AUTO_ROWS):
             continue
