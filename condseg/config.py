@@ -122,6 +122,11 @@ def add_condseg_config(cfg: CN) -> None:
     _C.DATALOADER.MAX_BAD_IMAGE_FRACTION = 0.2  # stop once more than this fraction of the images drawn was unreadable
 
     # --------------------------------------------------------------- test
+    # Models built only for inference (condseg.Predictor, hence the demo and the benchmarks,
+    # and tools/train_net.py --eval-only) fold their batch norms on fixed statistics into
+    # the convolutions before them (condseg.layers.fold_batch_norms): the same outputs to
+    # float rounding, faster and with a lower peak memory. The model being trained is never folded.
+    _C.TEST.FOLD_BATCH_NORMS = True  # fold FrozenBN / eval BatchNorm into the preceding convs at inference
     # The COCO API that computes AP in the evaluation (condseg.engine.evaluation): the same
     # numbers either way (tests/engine/test_coco_eval_backend.py), faster_coco_eval is faster.
     _C.TEST.COCO_EVAL_BACKEND = "pycocotools"  # "pycocotools" (detectron2's evaluation) or "faster_coco_eval" (its C++ COCOeval_faster)

@@ -40,6 +40,7 @@ from condseg.engine.setup import MissingInputsError, check_inputs, setup_cfg
 from condseg.engine.signals import TrainingStopped
 from condseg.engine.step import BadDataError, NonFiniteLoss
 from condseg.inference.predictor import WeightsMismatchError, load_weights_strict
+from condseg.layers import fold_batch_norms
 from condseg.modeling.model_keys import num_classes_key
 
 logger = logging.getLogger("condseg")
@@ -122,6 +123,8 @@ def main(args):
     if args.eval_only:
         model = Trainer.build_model(cfg)
         load_eval_weights(cfg, model, args.resume)
+        if cfg.TEST.FOLD_BATCH_NORMS:  # this model only evaluates
+            fold_batch_norms(model.eval())
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

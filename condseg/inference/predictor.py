@@ -23,6 +23,7 @@ from condseg.checkpoint import classes as checkpoint_classes
 from condseg.config_setup import setup_cfg
 from condseg.inference.render import color_of, draw_instances, instance_labels
 from condseg.inference.results import category_ids, coco_results_file, instances_to_records
+from condseg.layers import fold_batch_norms
 from condseg.modeling.model_keys import num_classes as model_num_classes
 from condseg.modeling.model_keys import config_value, score_threshold_overrides
 
@@ -144,6 +145,8 @@ class Predictor:
             classes = checkpoint_classes.read_entry(extra, cfg.MODEL.WEIGHTS)
         else:
             logger.warning("MODEL.WEIGHTS is empty: the model has random weights")
+        if cfg.TEST.FOLD_BATCH_NORMS:
+            fold_batch_norms(model.eval())
         self._set_up(cfg, model, confidence_threshold, input_format, fp16, classes=classes, source=cfg.MODEL.WEIGHTS)
 
     @classmethod

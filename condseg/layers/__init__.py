@@ -5,6 +5,7 @@ from .deform_conv_grid_sample import deform_conv2d_grid_sample
 from .dynamic_conv import dynamic_layer_shapes, dynamic_mask_heads, dynamic_param_counts, parse_dynamic_params
 from .dynamic_mask_loss import dynamic_mask_dice_loss
 from .dynamic_mask_probs import dynamic_mask_probs
+from .fold_norm import fold_batch_norms
 from .losses import dice_loss, iou_loss, sigmoid_focal_loss
 from .odconv import ODConv2d, condconv2d, dyconv2d
 
@@ -22,6 +23,7 @@ __all__ = [
     "dynamic_mask_probs",
     "dynamic_param_counts",
     "dyconv2d",
+    "fold_batch_norms",
     "iou_loss",
     "ODConv2d",
     "offset_predictor",

@@ -71,6 +71,21 @@ def test_rgb_input_format_gives_the_same_result(tiny_model, predictor, images):
     assert np.array_equal(drawn_bgr, drawn_rgb[:, :, ::-1])
 
 
+def test_batch_norms_are_folded_unless_the_config_says_not(tiny_model, predictor, images):
+    """TEST.FOLD_BATCH_NORMS (on by default): the predictor's convolutions carry their batch
+    norms (the quickstart's BN, in eval mode); off, the norms stay; the same detections."""
+    from detectron2.layers import FrozenBatchNorm2d
+
+    config, weights = tiny_model
+    unfolded = Predictor(config, weights, opts=["TEST.FOLD_BATCH_NORMS", "False"], confidence_threshold=0.0)
+    norms = lambda p: sum(isinstance(m, (FrozenBatchNorm2d, torch.nn.BatchNorm2d)) for m in p.model.modules())  # noqa: E731
+    assert norms(predictor) == 0 and norms(unfolded) > 0
+    a, b = predictor(images[0]), unfolded(images[0])
+    torch.testing.assert_close(a.scores, b.scores, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-3, rtol=1e-4)
+    assert (a.pred_masks != b.pred_masks).float().mean() < 1e-3
+
+
 def test_confidence_threshold_filters(tiny_model, predictor, images):
     config, weights = tiny_model
     scores = predictor(images[0]).scores
