@@ -9,7 +9,8 @@ missing, both run seeded random weights with 50 forced detections per image);
 seeded ResNet); (3) CondInst's inference stage by stage, "other" being what no
 stage holds; (4) CondInst R-50 (random weights, detections forced) against the
 input size and the number of detections, with the masks of this release and of
-the previous one (unfused heads, all instances pasted at once), and the mask path
+the previous one (batch norms not folded, unfused heads, all instances pasted at
+once), peak RSS and peak of live tensors, and the mask path
 alone (heads, upsampling, pasting) and the pasting alone, both ways.
 CPU only, default allocator; 3 rounds of 3 runs after 1 warm-up unless asked.
 """
@@ -45,7 +46,9 @@ BOX_BIAS = 2.0  # random CondInst: box distances of 2 strides, so that no forced
 UNBOUNDED = sys.maxsize  # postprocess_masks's chunk_bytes for every instance at once (the previous release)
 SEED = 0
 TRAINED, RANDOM = "trained", "random, forced detections"
-STAGED, FORWARD, STAGED_UNBOUNDED = "staged", "forward", "staged, unbounded paste"
+# CondInst passes: stage by stage, in one call, stage by stage without folding the batch norms,
+# and the previous release (norms not folded, its masks: see model_stages.staged_inference)
+STAGED, FORWARD, UNFOLDED, PREVIOUS = "staged", "forward", "staged, norms not folded", "previous release"
 
 
 def forced_opts(impl: str, per_image: int) -> str:
@@ -190,16 +193,26 @@ def _train_run(config, batches):
     return run
 
 
-def _staged_run(impl, config, checkpoint, opts, threshold, batch, frames):
+def _staged_run(impl, config, checkpoint, opts, threshold, batch, frames, live_peak=False):
+    """CondInst passes over ``frames`` (``impl``: one of the CondInst passes above),
+    ``batch`` images per call; ``live_peak``: the peak of live tensors of an untimed
+    one-image pass in the metrics (``live peak MB``, :mod:`condseg.benchmark.live_memory`)."""
     import torch
 
     from .model_stages import STAGES, staged_inference
 
+    from .live_memory import live_tensor_peak
+
+    previous = impl == PREVIOUS
+    if impl in (UNFOLDED, PREVIOUS):
+        opts = f"{opts} TEST.FOLD_BATCH_NORMS False".strip()
     predictor = build_predictor("condinst", config, checkpoint, opts, threshold)
     model = predictor.model
     inputs = model_inputs(predictor.cfg, frames)
-    previous = impl == STAGED_UNBOUNDED  # the previous release's masks: unfused heads, unbounded pasting
-    chunk = UNBOUNDED if previous else None
+    live_mb = None
+    if live_peak:  # one untimed pass, before the measurement starts
+        with torch.no_grad():
+            live_mb = live_tensor_peak(lambda: [staged_inference(model, [x], previous) for x in inputs])[1] / 2**20
 
     def run():
         seconds = dict.fromkeys(STAGES, 0.0)
@@ -210,7 +223,7 @@ def _staged_run(impl, config, checkpoint, opts, threshold, batch, frames):
                 if impl == FORWARD:
                     out = model(inputs[i : i + batch])
                 else:
-                    out, stage_seconds = staged_inference(model, inputs[i : i + batch], chunk, not previous)
+                    out, stage_seconds = staged_inference(model, inputs[i : i + batch], previous)
                     for k, v in stage_seconds.items():
                         seconds[k] += v
                 found += [len(o["instances"]) for o in out]
@@ -220,6 +233,8 @@ def _staged_run(impl, config, checkpoint, opts, threshold, batch, frames):
         if impl != FORWARD:
             metrics.update({f"{k} ms": v * per_image for k, v in seconds.items()})
             metrics["other ms"] = (wall - sum(seconds.values())) * per_image
+        if live_mb is not None:
+            metrics["live peak MB"] = live_mb
         return {"metrics": metrics}
 
     return run
@@ -306,7 +321,8 @@ def runs(device: str, impl: str, mode: str, **spec):
     if mode == "scaling":
         from .onnx import shapes_images
 
-        return _staged_run(impl, spec["config"], "", spec["opts"], None, 1, shapes_images(spec["input"], 1))
+        return _staged_run(impl, spec["config"], "", spec["opts"], None, 1, shapes_images(spec["input"], 1),
+                           live_peak=True)
     if mode == "paste":
         return _paste_run(impl, spec["input"], spec["detections"])
     if mode == "masks":
@@ -360,7 +376,7 @@ def plan(devices, condinst_weights=WEIGHTS["condinst"], mask_rcnn_weights=WEIGHT
     largest = SHORT_SIDES[-1]
     specs += [r50(STAGED, short, DETECTIONS[-1]) for short in SHORT_SIDES[:-1]]
     specs += [r50(STAGED, largest, k) for k in DETECTIONS]
-    specs += [r50(STAGED_UNBOUNDED, largest, DETECTIONS[-1])]
+    specs += [r50(impl, largest, DETECTIONS[-1]) for impl in (UNFOLDED, PREVIOUS)]
     specs += [{**base, "mode": "masks", "impl": impl, "model": "mask path", "input": _input_of(largest),
                "detections": DETECTIONS[-1]}
               for impl in ("fused", "unfused")]
@@ -433,17 +449,29 @@ GROUPS = {
 }
 
 
+# what each CondInst pass of the scaling table runs
+PASSES = {STAGED: "this release", UNFOLDED: "this release, norms not folded",
+          PREVIOUS: "previous release (norms not folded; unfused heads, all masks pasted at once)"}
+
+
 def scaling_table(rows) -> str:
-    lines = ["| input | detections | masks | median time | peak memory | peak vs unbounded | "
-             + " | ".join(f"{g} ms" for g in GROUPS) + " |", "|---|---|---|---|---|---|" + "---|" * len(GROUPS)]
+    """Peak memory twice: the growth of the process's peak RSS over the timed runs, and the
+    peak of live tensors of one pass (``live peak MB``: what glibc keeps of freed memory
+    not in it), each with its ratio to the previous release's row of the same input."""
+    lines = ["| input | detections | model | median time | peak memory | peak vs previous release | "
+             "peak of live tensors | live vs previous release | "
+             + " | ".join(f"{g} ms" for g in GROUPS) + " |", "|---|---|---|---|---|---|---|---|" + "---|" * len(GROUPS)]
     for r in rows:
         m = r["metrics"]
-        unbounded = _find(rows, impl=STAGED_UNBOUNDED, input=r["input"], detections=r["detections"])
-        vs = _ratio(r["peak_mb"], unbounded["peak_mb"]) if unbounded and unbounded is not r else ""
-        pasting = "unfused, all at once (previous release)" if r["impl"] == STAGED_UNBOUNDED else "fused, chunked"
+        before = _find(rows, impl=PREVIOUS, input=r["input"], detections=r["detections"])
+        before = before if before is not r else None
+        live = m.get("live peak MB")
+        live_vs = _ratio(live, before["metrics"].get("live peak MB")) if before and live else ""
         groups = " | ".join(f"{sum(m[f'{s} ms'] for s in stages):.0f}" for stages in GROUPS.values())
-        lines.append(f"| {r['input']} | {m['detections/image']:.0f} | {pasting} | {1000 * r['median_s']:.0f} ms | "
-                     f"{r['peak_mb']:.0f} MB | {vs} | {groups} |")
+        lines.append(f"| {r['input']} | {m['detections/image']:.0f} | {PASSES.get(r['impl'], r['impl'])} | "
+                     f"{1000 * r['median_s']:.0f} ms | {r['peak_mb']:.0f} MB | "
+                     f"{_ratio(r['peak_mb'], before['peak_mb']) if before else ''} | "
+                     f"{f'{live:.0f} MB' if live else '-'} | {live_vs} | {groups} |")
     return "\n".join(lines)
 
 

@@ -4,10 +4,11 @@ functions, each inside a timed region, so that every stage's time is its own. Wh
 between the regions (concatenating fields, splitting the masks per image, dropping the
 internal fields) is not in any of them: it is the total's ``other``.
 
-The results are those of ``model(batched_inputs)`` (a test compares them), except that
-the masks are pasted ``chunk_bytes`` at a time (the model's default unless given).
+The results are those of ``model(batched_inputs)`` (a test compares them); with
+``previous_release`` the masks are computed and pasted the previous release's way.
 """
 import contextlib
+import sys
 import time
 from typing import Dict, List, Tuple
 
@@ -53,25 +54,22 @@ class _Clock:
             self.seconds[name] += self.now() - start
 
 
-def staged_inference(model, batched_inputs: List[Dict], chunk_bytes=None,
-                     fused_heads: bool = True) -> Tuple[List[Dict], Dict]:
+def staged_inference(model, batched_inputs: List[Dict], previous_release: bool = False) -> Tuple[List[Dict], Dict]:
     """``model(batched_inputs)`` of a CondInst in eval mode, stage by stage.
 
     Args:
         model: a :class:`~condseg.modeling.condinst.CondInst`, ``eval()``, called under
             ``torch.no_grad()`` by the caller.
         batched_inputs: the model's inputs (``image`` ``(3, H, W)``, ``height``, ``width``).
-        chunk_bytes: ``postprocess_masks``'s chunk (None: its default; ``sys.maxsize``: every
-            instance at once, the previous release's pasting).
-        fused_heads: the model's mask probabilities (``_mask_probs``: fused and blocked
-            for bmm); False: the heads, the upsampling and the sigmoid one after the other
-            on every instance (the previous release).
+        previous_release: the previous release's masks instead: the heads, the upsampling
+            and the sigmoid one after the other on every instance, each image's
+            probabilities copied out of the batch's and again by the empty-box filter, the
+            head outputs and FPN levels kept to the end, every instance pasted at once.
     Returns:
         ``(results, seconds)``: the model's outputs and the seconds of each of
         :data:`STAGES`.
     """
     clock = _Clock()
-    paste = {} if chunk_bytes is None else {"chunk_bytes": chunk_bytes}
     fcos = model.proposal_generator
     bottom_up = model.backbone.bottom_up
     edges = {}
@@ -97,19 +95,43 @@ def staged_inference(model, batched_inputs: List[Dict], chunk_bytes=None,
         params = [model.controller(t) for t in outputs["towers"]]
     with clock.region("FCOS decode + NMS"):
         dets = fcos.detect(outputs, images.image_sizes)
+    padded = tuple(images.tensor.shape[-2:])
+    if previous_release:
+        return _previous_release_masks(clock, model, dets, params, mask_feats, batched_inputs, images.image_sizes,
+                                       padded)
+    with clock.region("dynamic mask heads"):
+        for i, d in enumerate(dets):
+            d.params = gather_at_detections(params, i, d.fpn_levels, d.loc_inds)
+    del features, outputs, params
+    # CondInst._inference_masks with its heads and its pasting timed apart
+    dets = at_output_size(dets, batched_inputs, images.image_sizes)
+    counts = [len(d) for d in dets]
+    im_inds = torch.repeat_interleave(torch.arange(len(dets)), torch.tensor(counts)).to(model.device)
+    cat = lambda name: torch.cat([d.get(name) for d in dets])  # noqa: E731
+    with clock.region("dynamic mask heads"):
+        probs = model._mask_probs(mask_feats, cat("params"), im_inds, cat("locations"), cat("fpn_levels"))
+    with clock.region("paste masks"):
+        for r, p, image_size in zip(dets, probs.split(counts), images.image_sizes):
+            r.pred_masks = postprocess_masks(p, padded, image_size, r.image_size)
+    return [{"instances": without_fields(r, model.internal_fields)} for r in dets], clock.seconds
+
+
+def _previous_release_masks(clock, model, dets, params, mask_feats, batched_inputs, image_sizes, padded):
+    """The previous release's ``CondInst.forward`` after the detections (see
+    :func:`staged_inference`)."""
     im_inds = torch.cat([torch.full((len(d),), i, device=model.device, dtype=torch.int64) for i, d in enumerate(dets)])
     cat = lambda name: torch.cat([d.get(name) for d in dets])  # noqa: E731
     with clock.region("dynamic mask heads"):
         for i, d in enumerate(dets):
             d.params = gather_at_detections(params, i, d.fpn_levels, d.loc_inds)
         args = (mask_feats, cat("params"), im_inds, cat("locations"), cat("fpn_levels"))
-        global_masks = model._mask_probs(*args) if fused_heads else model._mask_logits(*args).sigmoid()
+        global_masks = model._mask_logits(*args).sigmoid()
     for i, d in enumerate(dets):
         d.pred_global_masks = global_masks[im_inds == i]
-    padded = tuple(images.tensor.shape[-2:])
     with clock.region("paste masks"):
-        resized = at_output_size(dets, batched_inputs, images.image_sizes)
-        for r, image_size in zip(resized, images.image_sizes):
-            r.pred_masks = postprocess_masks(r.pred_global_masks, padded, image_size, r.image_size, **paste)
-    results = [{"instances": without_fields(r, model.internal_fields)} for r in resized]
-    return results, clock.seconds
+        resized = at_output_size(dets, batched_inputs, image_sizes)
+        for r, image_size in zip(resized, image_sizes):
+            r.pred_masks = postprocess_masks(r.pred_global_masks, padded, image_size, r.image_size,
+                                             chunk_bytes=sys.maxsize)
+    return [{"instances": without_fields(r, (*model.internal_fields, "pred_global_masks"))} for r in resized], \
+        clock.seconds

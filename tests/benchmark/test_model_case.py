@@ -43,9 +43,9 @@ def tiny_case(quickstart_cfg, tmp_path, monkeypatch):
 
 def test_staged_inference_returns_the_models_outputs_and_times_every_stage(tiny_model):
     """The stages called in sequence give what the model gives in one call (boxes, scores,
-    classes, masks), with the default chunk and with every instance at once, and with the
-    unfused heads of the previous release (masks to float rounding); every stage is timed
-    and their sum stays within the wall time."""
+    classes, masks), and the previous release's masks (unfused heads, copies, every instance
+    pasted at once) give them to float rounding; every stage is timed and their sum stays
+    within the wall time."""
     import time
 
     from condseg import Predictor
@@ -60,19 +60,19 @@ def test_staged_inference_returns_the_models_outputs_and_times_every_stage(tiny_
         t = time.perf_counter()
         staged, seconds = staged_inference(predictor.model, inputs)
         wall = time.perf_counter() - t
-        unbounded, _ = staged_inference(predictor.model, inputs, chunk_bytes=model.UNBOUNDED)
-        unfused, _ = staged_inference(predictor.model, inputs, model.UNBOUNDED, fused_heads=False)
+        previous, previous_seconds = staged_inference(predictor.model, inputs, previous_release=True)
     assert list(seconds) == list(STAGES) and all(v > 0 for v in seconds.values()), seconds
     assert sum(seconds.values()) <= wall
-    for want, *got in zip(expected, staged, unbounded):
-        a = want["instances"]
-        assert len(a) > 0 and a.pred_masks.any()
-        for b in (g["instances"] for g in got):
-            assert set(b.get_fields()) == set(a.get_fields())
-            assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor) and torch.equal(a.scores, b.scores)
-            assert torch.equal(a.pred_classes, b.pred_classes) and torch.equal(a.pred_masks, b.pred_masks)
-    for want, got in zip(expected, unfused):
+    assert list(previous_seconds) == list(STAGES)
+    for want, got in zip(expected, staged):
         a, b = want["instances"], got["instances"]
+        assert len(a) > 0 and a.pred_masks.any()
+        assert set(b.get_fields()) == set(a.get_fields())
+        assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor) and torch.equal(a.scores, b.scores)
+        assert torch.equal(a.pred_classes, b.pred_classes) and torch.equal(a.pred_masks, b.pred_masks)
+    for want, got in zip(expected, previous):
+        a, b = want["instances"], got["instances"]
+        assert set(b.get_fields()) == set(a.get_fields())
         assert torch.equal(a.scores, b.scores) and (a.pred_masks != b.pred_masks).float().mean() <= 1e-4
 
 
@@ -91,7 +91,7 @@ def test_plan_uses_trained_weights_only_when_both_exist_at_one_threshold(tmp_pat
     scaling = [(s["input"], s["detections"], s["impl"]) for s in specs if s["mode"] == "scaling"]
     assert scaling == [("533x320", 100, model.STAGED), ("853x512", 100, model.STAGED), ("1333x800", 1, model.STAGED),
                        ("1333x800", 10, model.STAGED), ("1333x800", 100, model.STAGED),
-                       ("1333x800", 100, model.STAGED_UNBOUNDED)]
+                       ("1333x800", 100, model.UNFOLDED), ("1333x800", 100, model.PREVIOUS)]
     assert all(s["device"] == "cpu" and s["case"] == "model" for s in specs)
 
     specs = model.plan(["cpu"], str(present[0]), str(tmp_path / "missing.pth"))  # one missing: both random
@@ -134,7 +134,7 @@ def test_every_mode_measured_at_tiny_sizes_and_reported(tiny_case):
             assert stages + m["other ms"] == pytest.approx(m["total ms"]) and stages <= m["total ms"]
             assert m["total ms"] <= 1000 * r["median_s"]
         if r["mode"] == "scaling":  # forced, and none lies in padding (where it would be empty once clipped)
-            assert m["detections/image"] == r["detections"]
+            assert m["detections/image"] == r["detections"] and m["live peak MB"] > 0
     text = model.report([merge_rounds([r]) for r in rows])
     for title in ("Inference, quickstart models", "Training step", "stage by stage", "CondInst R-50",
                   "The mask path alone", "Mask pasting alone"):
@@ -142,7 +142,8 @@ def test_every_mode_measured_at_tiny_sizes_and_reported(tiny_case):
     assert all(f"| {name} | random, forced detections | 2 |" in text for name in ("Mask R-CNN", "CondInst"))
     assert "| **total** |" in text and "| other |" in text and "| the model in one call (not staged) |" in text
     assert text.count("x |") >= 2  # same-run ratios of CondInst to Mask R-CNN: inference and training
-    assert "| 160x96 | 3 | unfused, all at once (previous release) |" in text and "| 160x96 | 1 | fused, chunked |" in text
+    assert all(f"| 160x96 | 3 | {model.PASSES[impl]} |" in text for impl in (model.STAGED, model.UNFOLDED, model.PREVIOUS))
+    assert "| 160x96 | 1 | this release |" in text
 
 
 def test_fused_mask_path_gives_the_previous_releases_masks():

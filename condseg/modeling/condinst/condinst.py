@@ -106,7 +106,7 @@ class CondInst(FCOSDetector):
     (training) or the detections (inference) that FCOS reports.
     """
 
-    internal_fields = FCOSDetector.internal_fields + ("params", "pred_global_masks")
+    internal_fields = FCOSDetector.internal_fields + ("params",)
 
     @configurable
     def __init__(self, *, backbone: Backbone, proposal_generator: nn.Module, pixel_mean, pixel_std,
@@ -226,16 +226,28 @@ class CondInst(FCOSDetector):
         dets = fcos.detect(outputs, images.image_sizes)
         for i, d in enumerate(dets):
             d.params = gather_at_detections(params, i, d.fpn_levels, d.loc_inds)
-        im_inds = torch.cat([torch.full((len(d),), i, device=self.device, dtype=torch.int64) for i, d in enumerate(dets)])
+        # what the masks need is gathered: the head outputs and the FPN levels are freed
+        # before the masks are computed and pasted (the inference peak memory)
+        del features, outputs, params
+        return self._inference_masks(dets, mask_feats, batched_inputs, images.image_sizes,
+                                     tuple(images.tensor.shape[-2:]))
+
+    def _inference_masks(self, dets: List[Instances], mask_feats, batched_inputs, image_sizes, padded):
+        """The detections at their output size with ``pred_masks`` ``(N, H_out, W_out)`` bool.
+
+        The boxes are rescaled and the empty ones dropped first (``at_output_size``), so that
+        no instance's mask is computed for nothing or copied by that filter; each image's
+        probabilities are a slice of the batch's (the detections are in image order)."""
+        dets = at_output_size(dets, batched_inputs, image_sizes)
+        counts = [len(d) for d in dets]
+        im_inds = torch.repeat_interleave(torch.arange(len(dets), device=self.device),
+                                          torch.tensor(counts, device=self.device))
         # the images of a batch may differ in size, so concatenate fields, not Instances
         cat = lambda name: torch.cat([d.get(name) for d in dets])  # noqa: E731
-        global_masks = self._mask_probs(mask_feats, cat("params"), im_inds, cat("locations"), cat("fpn_levels"))
-        for i, d in enumerate(dets):
-            d.pred_global_masks = global_masks[im_inds == i]
-        padded = tuple(images.tensor.shape[-2:])
+        probs = self._mask_probs(mask_feats, cat("params"), im_inds, cat("locations"), cat("fpn_levels"))
         results = []
-        for r, image_size in zip(at_output_size(dets, batched_inputs, images.image_sizes), images.image_sizes):
-            r.pred_masks = postprocess_masks(r.pred_global_masks, padded, image_size, r.image_size)
+        for r, p, image_size in zip(dets, probs.split(counts), image_sizes):
+            r.pred_masks = postprocess_masks(p, padded, image_size, r.image_size)
             results.append({"instances": without_fields(r, self.internal_fields)})
         return results
 
