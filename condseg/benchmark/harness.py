@@ -81,7 +81,9 @@ def reset_peak_rss() -> int:
 
 
 def measure(case: Case, spec: dict, repeats: int, warmup: int) -> dict:
-    """One measurement in this process: median wall time and peak memory."""
+    """One measurement in this process: median wall time and peak memory, and the entries of
+    the run's ``facts`` attribute if it has one (what a run found out about itself, e.g.
+    the formulation ``auto`` resolved to)."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("CONDSEG_BENCH_THREADS", torch.get_num_threads())))
@@ -107,7 +109,8 @@ def measure(case: Case, spec: dict, repeats: int, warmup: int) -> dict:
         peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         peak_mb = (peak_rss_kib() - rss_before) / 1024
-    result = {**spec, "median_s": statistics.median(times), "min_s": min(times), "times_s": times, "peak_mb": peak_mb}
+    result = {**spec, "median_s": statistics.median(times), "min_s": min(times), "times_s": times, "peak_mb": peak_mb,
+              **getattr(run, "facts", {})}
     if metrics:
         result["metrics"] = metrics
     return result

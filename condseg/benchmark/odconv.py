@@ -44,7 +44,8 @@ def runs(device: str, impl: str, stage: str, batch: int, kernel_num: int, mode: 
     published formulation). Training runs in train mode (attention BN on batch
     statistics; at batch 1, where those are undefined, on running statistics, as with
     MODEL.ODCONV.ATTENTION_BN_EVAL), as in a training step. ``auto-measured`` makes its choice here (measured,
-    or read from its cache), before the timed runs."""
+    or read from its cache), before the timed runs. The run's ``facts`` say what formulation
+    it runs (``ran``: ``auto`` resolved)."""
     import torch
 
     torch.manual_seed(seed)
@@ -59,7 +60,10 @@ def runs(device: str, impl: str, stage: str, batch: int, kernel_num: int, mode: 
                 layer.resolved_impl(x)
         else:
             layer.resolved_impl(x.requires_grad_(True))
-    return conv_run(layer, x, mode)
+    run = conv_run(layer, x, mode)
+    with torch.set_grad_enabled(mode == "train"):
+        run.facts = {"ran": layer.resolved_impl(x)}  # what the timed runs run, kept in the results
+    return run
 
 
 def plan(devices, autotune_cache: str = AUTOTUNE_CACHE):
@@ -87,8 +91,9 @@ def _rule_layer(stage: str, kernel_num: int):
 
 
 def _choices(spec, tuners):
-    """What ``auto-rule`` and ``auto-measured`` run for ``spec``'s shape: the rule's choice,
-    and the measured one from its cache file (None where it has none)."""
+    """What ``auto-rule`` and ``auto-measured`` run for ``spec``'s shape, for results measured
+    before runs recorded it (``ran``): the rule's choice now, and the measured one from its
+    cache file (None where it has none)."""
     import torch
 
     from condseg.layers.odconv_autotune import machine_key, shape_key
@@ -124,7 +129,6 @@ def auto_summary(results) -> str:
         base = rows.get("batch_groups")
         if base is None or not any(a in rows for a in AUTO_ROWS):
             continue
-        rule, measured = _choices(base, tuners)
         cells = []
         for a in AUTO_ROWS:
             r = rows.get(a)
@@ -133,7 +137,7 @@ def auto_summary(results) -> str:
                 continue
             ratio = base["median_s"] / r["median_s"]
             ratios[a].append((ratio, base))
-            chose = rule if a == "auto-rule" else (measured or "?")
+            chose = r.get("ran") or _choices(base, tuners)[AUTO_ROWS.index(a)] or "?"
             cells += [f"{chose} {1000 * r['median_s']:.1f} ms", f"{ratio:.2f}x"]
         lines.append(f"| {base['mode']} | {base['stage']} | {base['batch']} | {base['kernel_num']} | "
                      f"{1000 * base['median_s']:.1f} ms | " + " | ".join(cells) + " |")

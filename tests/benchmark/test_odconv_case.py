@@ -49,3 +49,20 @@ def test_winograd_rows_run_the_tile_they_name():
         layer = odconv.build_layer(impl, "res5", 1)
         expected = WINOGRAD_TILE if impl == "winograd" else int(impl[len("winograd-F"):])
         assert layer.impl == "winograd" and layer.winograd_tile == expected
+
+
+def test_runs_record_what_auto_ran_and_the_report_prints_that_not_the_rule_of_today():
+    """A measurement keeps the formulation its layer resolved to (``ran``), so that a report
+    of an older run (``--report``) labels its rows with what ran then."""
+    import torch
+
+    from condseg.benchmark.harness import measure
+    from condseg.layers.odconv_formulations import auto_impl
+
+    [spec] = select(odconv.plan(["cpu"]), ["stage=res5", "batch=1", "kernel_num=1", "mode=infer", "impl=auto-rule"])
+    result = measure(odconv.CASE, spec, repeats=1, warmup=0)
+    with torch.no_grad():
+        assert result["ran"] == auto_impl(odconv.build_layer("auto-rule", "res5", 1), odconv.conv_input("res5", 1, "cpu"))
+    older = {**result, "ran": "per_sample", "median_s": 2.0}  # as if an earlier rule had chosen per_sample
+    text = odconv.report([{**result, "impl": "batch_groups", "median_s": 1.0}, older])
+    assert "| infer | res5 | 1 | 1 | 1000.0 ms | per_sample 2000.0 ms | 0.50x |" in text
