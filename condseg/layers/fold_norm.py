@@ -1,7 +1,7 @@
 """Batch norms folded into the convolutions before them, for inference.
 
-A batch norm on fixed statistics (detectron2's ``FrozenBatchNorm2d``, or a ``BatchNorm2d``
-in eval mode) is a per-channel affine map ``y * s + t`` with ``s = gamma / sqrt(var + eps)``
+A batch norm on fixed statistics (detectron2's ``FrozenBatchNorm2d``, or a ``BatchNorm2d`` /
+``SyncBatchNorm`` in eval mode) is a per-channel affine map ``y * s + t`` with ``s = gamma / sqrt(var + eps)``
 and ``t = beta - mean * s``. Folded, the convolution computes it with its own weights and
 bias, ``W * s`` and ``b * s + t``: the output is written once instead of read and written
 again by the norm, and the norm's output-sized tensor is gone from the peak memory (at
@@ -27,11 +27,11 @@ __all__ = ["fold_batch_norms", "norm_scale_shift"]
 def norm_scale_shift(norm: nn.Module) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
     """``(s, t)``, each ``(C,)``, of a batch norm on fixed statistics, ``norm(y) == y * s + t``
     per channel; None for any other module (a training-mode ``BatchNorm2d``, a GroupNorm, ...)."""
-    if isinstance(norm, FrozenBatchNorm2d):
-        pass
-    elif isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.track_running_stats:
-        pass
-    else:
+    fixed = isinstance(norm, FrozenBatchNorm2d) or (
+        # BatchNorm2d and SyncBatchNorm (detectron2's "SyncBN"), on their running statistics
+        isinstance(norm, nn.modules.batchnorm._BatchNorm) and not norm.training and norm.track_running_stats
+    )
+    if not fixed:
         return None
     weight = norm.weight if norm.weight is not None else torch.ones_like(norm.running_var)
     bias = norm.bias if norm.bias is not None else torch.zeros_like(norm.running_mean)

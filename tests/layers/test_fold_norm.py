@@ -104,3 +104,17 @@ def test_whole_condinst_folded_gives_the_same_detections(condinst_cfg):
     torch.testing.assert_close(got.scores, want.scores, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got.pred_boxes.tensor, want.pred_boxes.tensor, rtol=1e-4, atol=1e-3)
     assert (got.pred_masks != want.pred_masks).float().mean() <= 1e-3
+
+
+def test_sync_batch_norm_in_eval_has_the_affine_map_of_the_same_batch_norm():
+    """detectron2's "SyncBN" is ``nn.SyncBatchNorm``: in eval mode it is the same fixed map."""
+    g = torch.Generator().manual_seed(5)
+    bn = _randomize(nn.BatchNorm2d(4), g).eval()
+    sync = nn.SyncBatchNorm(4)
+    sync.load_state_dict(bn.state_dict())
+    assert norm_scale_shift(sync.train()) is None
+    for a, b in zip(norm_scale_shift(sync.eval()), norm_scale_shift(bn)):
+        torch.testing.assert_close(a, b)
+    x = torch.randn(2, 4, 3, 3, generator=g)
+    s, t = norm_scale_shift(bn)
+    torch.testing.assert_close(bn(x), x * s.view(1, -1, 1, 1) + t.view(1, -1, 1, 1))
