@@ -103,17 +103,8 @@ def staged_inference(model, batched_inputs: List[Dict], previous_release: bool =
         for i, d in enumerate(dets):
             d.params = gather_at_detections(params, i, d.fpn_levels, d.loc_inds)
     del features, outputs, params
-    # CondInst._inference_masks with its heads and its pasting timed apart
-    dets = at_output_size(dets, batched_inputs, images.image_sizes)
-    counts = [len(d) for d in dets]
-    im_inds = torch.repeat_interleave(torch.arange(len(dets)), torch.tensor(counts)).to(model.device)
-    cat = lambda name: torch.cat([d.get(name) for d in dets])  # noqa: E731
-    with clock.region("dynamic mask heads"):
-        probs = model._mask_probs(mask_feats, cat("params"), im_inds, cat("locations"), cat("fpn_levels"))
-    with clock.region("paste masks"):
-        for r, p, image_size in zip(dets, probs.split(counts), images.image_sizes):
-            r.pred_masks = postprocess_masks(p, padded, image_size, r.image_size)
-    return [{"instances": without_fields(r, model.internal_fields)} for r in dets], clock.seconds
+    results = model._inference_masks(dets, mask_feats, batched_inputs, images.image_sizes, padded, clock.region)
+    return results, clock.seconds
 
 
 def _previous_release_masks(clock, model, dets, params, mask_feats, batched_inputs, image_sizes, padded):

@@ -4,6 +4,7 @@ FCOS detects instances; a controller conv on the FCOS box tower predicts, at eve
 location, the parameters of a tiny mask head; each instance's head runs on the shared
 mask-branch features plus relative coordinates (``condseg.layers.dynamic_mask_heads``).
 """
+import contextlib
 from typing import Dict, List, Tuple
 
 import torch
@@ -94,6 +95,11 @@ def postprocess_masks(global_masks: torch.Tensor, padded_size, image_size, outpu
         masks = F.interpolate(masks, size=tuple(output_size), mode="bilinear", align_corners=False)
         out[start : start + chunk] = masks[:, 0] > threshold
     return out
+
+
+def _untimed(name: str):
+    """No region: what :meth:`CondInst._inference_masks` runs its steps in by default."""
+    return contextlib.nullcontext()
 
 
 @META_ARCH_REGISTRY.register()
@@ -232,24 +238,27 @@ class CondInst(FCOSDetector):
         return self._inference_masks(dets, mask_feats, batched_inputs, images.image_sizes,
                                      tuple(images.tensor.shape[-2:]))
 
-    def _inference_masks(self, dets: List[Instances], mask_feats, batched_inputs, image_sizes, padded):
+    def _inference_masks(self, dets: List[Instances], mask_feats, batched_inputs, image_sizes, padded,
+                         region=_untimed) -> List[Dict]:
         """The detections at their output size with ``pred_masks`` ``(N, H_out, W_out)`` bool.
 
         The boxes are rescaled and the empty ones dropped first (``at_output_size``), so that
         no instance's mask is computed for nothing or copied by that filter; each image's
-        probabilities are a slice of the batch's (the detections are in image order)."""
+        probabilities are a slice of the batch's (the detections are in image order).
+        ``region(name)``: a context manager around the heads (``"dynamic mask heads"``) and
+        the pasting (``"paste masks"``), which the stage benchmark times; none by default."""
         dets = at_output_size(dets, batched_inputs, image_sizes)
         counts = [len(d) for d in dets]
         im_inds = torch.repeat_interleave(torch.arange(len(dets), device=self.device),
                                           torch.tensor(counts, device=self.device))
         # the images of a batch may differ in size, so concatenate fields, not Instances
         cat = lambda name: torch.cat([d.get(name) for d in dets])  # noqa: E731
-        probs = self._mask_probs(mask_feats, cat("params"), im_inds, cat("locations"), cat("fpn_levels"))
-        results = []
-        for r, p, image_size in zip(dets, probs.split(counts), image_sizes):
-            r.pred_masks = postprocess_masks(p, padded, image_size, r.image_size)
-            results.append({"instances": without_fields(r, self.internal_fields)})
-        return results
+        with region("dynamic mask heads"):
+            probs = self._mask_probs(mask_feats, cat("params"), im_inds, cat("locations"), cat("fpn_levels"))
+        with region("paste masks"):
+            for r, p, image_size in zip(dets, probs.split(counts), image_sizes):
+                r.pred_masks = postprocess_masks(p, padded, image_size, r.image_size)
+        return [{"instances": without_fields(r, self.internal_fields)} for r in dets]
 
     def _losses(self, batched_inputs, images, features, mask_feats, outputs, params) -> Dict[str, torch.Tensor]:
         """FCOS's losses, the dice mask loss of the chosen positives and the optional semantic loss."""
