@@ -53,16 +53,14 @@ def runs(device: str, impl: str, stage: str, batch: int, kernel_num: int, mode: 
     if mode == "train" and batch == 1:  # batch statistics of one sample are undefined: running ones
         layer.attention.bn.eval()  # as MODEL.ODCONV.ATTENTION_BN_EVAL
     x = conv_input(stage, batch, device, seed)
-    if impl == "auto-measured":
-        if mode == "infer":
-            layer.eval()
-            with torch.no_grad():
-                layer.resolved_impl(x)
-        else:
-            layer.resolved_impl(x.requires_grad_(True))
-    run = conv_run(layer, x, mode)
+    if mode == "infer":
+        layer.eval()
+    else:
+        x.requires_grad_(True)
     with torch.set_grad_enabled(mode == "train"):
-        run.facts = {"ran": layer.resolved_impl(x)}  # what the timed runs run, kept in the results
+        ran = layer.resolved_impl(x)  # auto-measured measures here, before the timed runs
+    run = conv_run(layer, x, mode)
+    run.facts = {"ran": ran}  # what the timed runs run, kept in the results
     return run
 
 
